@@ -1,0 +1,114 @@
+"""The `lhdbench` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data import DATASETS, get_dataset
+from .space import POLICIES, ArchFileError, discretize, get_policy, load_any, network_shape
+from .space.arch_weights import SUFFIX as NPZ_SUFFIX
+from .space.genotype import CellGenotype
+from .space.upstream import SUFFIX as PL_SUFFIX
+
+ARCH_SUFFIXES = (PL_SUFFIX, NPZ_SUFFIX)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2."""
+
+
+def arch_files(paths: Sequence[str]) -> list[Path]:
+    """The architecture files named by `paths`; a directory stands for every one under it."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in ARCH_SUFFIXES and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no architecture files ({' or '.join(ARCH_SUFFIXES)}) under it")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return files
+
+
+def _input_name(index: int) -> str:
+    return {0: "sum_in", 1: "concat_in"}.get(index, f"node{index - 2}")
+
+
+def describe_cell(name: str, cell: CellGenotype) -> list[str]:
+    lines = [f"  {name}: {len(cell.edges)} edges, sum {list(cell.sum)}, concat {list(cell.concat)}"]
+    for node in sorted(cell.live_nodes()):
+        ops = ", ".join(f"{e.op}({_input_name(e.input)})" for e in cell.edges if e.node == node)
+        lines.append(f"    node{node} <- {ops}")
+    return lines
+
+
+def arch_show(args: argparse.Namespace) -> int:
+    policy = get_policy(args.policy)
+    num_classes = get_dataset(args.dataset).num_classes
+    failures = 0
+    for path in arch_files(args.paths):
+        try:
+            genotype = discretize(load_any(path), policy)
+        except ArchFileError as error:
+            print(f"lhdbench: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        shape = network_shape(genotype, policy, num_classes)
+        if args.json:
+            print(json.dumps({"file": str(path), "policy": policy.name, "dataset": args.dataset,
+                              **genotype.to_dict(), "layers": shape.layers,
+                              "init_channels": shape.channels, "params": shape.params}))
+        else:
+            print(f"{path}  [policy {policy.name}, dataset {args.dataset}]")
+            print("\n".join(describe_cell("normal", genotype.normal)
+                            + describe_cell("reduce", genotype.reduce)))
+            print(f"  network: {shape.layers} cells, width {shape.channels}, "
+                  f"{shape.params:,} parameters (without the auxiliary head)\n")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lhdbench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    arch = commands.add_parser("arch", help="inspect architecture files")
+    arch_commands = arch.add_subparsers(dest="arch_command", required=True)
+    show = arch_commands.add_parser(
+        "show", help="discretize architecture files under a policy and describe the result")
+    show.add_argument("paths", nargs="+", metavar="PATH",
+                      help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
+    show.add_argument("--policy", choices=list(POLICIES), default="base")
+    show.add_argument("--dataset", choices=list(DATASETS), default="cifar10")
+    show.add_argument("--json", action="store_true", help="one JSON object per line per file")
+    show.set_defaults(handler=arch_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError) as error:
+        print(f"lhdbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lhdbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""What lhdbench needs to know about each dataset (lhd-reference.md §2, §5.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    augment: bool  # random crop (pad 4) + horizontal flip on training batches
+    cutout: bool  # Cutout 16 in evaluation training
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    d.name: d
+    for d in (
+        DatasetSpec("cifar10", 10, (0.49139968, 0.48215827, 0.44653124),
+                    (0.24703233, 0.24348505, 0.26158768), augment=True, cutout=True),
+        DatasetSpec("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                    augment=True, cutout=True),
+        # SVHN gets no augmentation at all (§2, §5.4).
+        DatasetSpec("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+                    augment=False, cutout=False),
+    )
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None

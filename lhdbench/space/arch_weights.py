@@ -1,0 +1,134 @@
+"""ArchWeights: the relaxed architecture weights a search ends with (DESIGN.md contracts).
+
+Four float32 matrices, stored after their transforms, exactly like the upstream `.pl` files (§1.5):
+`normal`/`reduce` (20, 7) joint-softmax node weights (each node block sums to 1) and
+`normal_output`/`reduce_output` (2, 5): row 0 the sum-path softmax, row 1 the concat sigmoid gates.
+
+On disk: a NumPy `.npz` archive holding the four arrays and `metadata`, a JSON string. It is read with
+`allow_pickle=False`, so loading one never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .layout import NUM_EDGES, NUM_NODES, NUM_OPS, OUTPUT_PATHS, node_rows
+
+FORMAT = "lhdbench.arch_weights"
+FORMAT_VERSION = 1
+SUFFIX = ".npz"
+MATRICES = ("normal", "reduce", "normal_output", "reduce_output")
+SHAPES = {"normal": (NUM_EDGES, NUM_OPS), "reduce": (NUM_EDGES, NUM_OPS),
+          "normal_output": (OUTPUT_PATHS, NUM_NODES), "reduce_output": (OUTPUT_PATHS, NUM_NODES)}
+# float32 softmax blocks sum to 1 only up to rounding; the upstream files stay within 1e-4 (§1.5).
+SUM_TOLERANCE = 1e-3
+
+
+class ArchFileError(ValueError):
+    """An architecture file that cannot be read or does not hold valid weights."""
+
+
+@dataclass(frozen=True)
+class ArchWeights:
+    normal: np.ndarray
+    reduce: np.ndarray
+    normal_output: np.ndarray
+    reduce_output: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in MATRICES:
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float32))
+        problem = validation_error([getattr(self, name) for name in MATRICES])
+        if problem:
+            raise ArchFileError(problem)
+
+    def matrices(self) -> list[np.ndarray]:
+        return [getattr(self, name) for name in MATRICES]
+
+    def cell(self, cell_type: str) -> tuple[np.ndarray, np.ndarray]:
+        """(node weights, output weights) of `normal` or `reduce`."""
+        if cell_type not in ("normal", "reduce"):
+            raise ValueError(f"cell type must be 'normal' or 'reduce', got {cell_type!r}")
+        return getattr(self, cell_type), getattr(self, f"{cell_type}_output")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a reader never sees a half-written file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {**self.metadata, "format": FORMAT, "version": FORMAT_VERSION}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, metadata=np.array(json.dumps(header, sort_keys=True)),
+                         **{name: getattr(self, name) for name in MATRICES})
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def validation_error(arrays: list[Any]) -> str | None:
+    """Why `arrays` are not valid ArchWeights matrices, or None when they are."""
+    if len(arrays) != len(MATRICES):
+        return f"expected {len(MATRICES)} arrays, found {len(arrays)}"
+    for name, array in zip(MATRICES, arrays, strict=True):
+        if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+            return f"{name}: expected a float array, found {type(array).__name__}"
+        if array.shape != SHAPES[name]:
+            return f"{name}: expected shape {SHAPES[name]}, found {array.shape}"
+        if not np.all(np.isfinite(array)):
+            return f"{name}: contains NaN or infinite values"
+        if array.min() < 0 or array.max() > 1:
+            return f"{name}: values must lie in [0, 1], found [{array.min():.4g}, {array.max():.4g}]"
+    for name in ("normal", "reduce"):
+        array = arrays[MATRICES.index(name)]
+        for node in range(NUM_NODES):
+            total = float(array[node_rows(node)].sum(dtype=np.float64))
+            if abs(total - 1) > SUM_TOLERANCE:
+                return f"{name}: node {node} weights sum to {total:.6f}, not 1"
+    for name in ("normal_output", "reduce_output"):
+        total = float(arrays[MATRICES.index(name)][0].sum(dtype=np.float64))
+        if abs(total - 1) > SUM_TOLERANCE:
+            return f"{name}: sum-path weights sum to {total:.6f}, not 1"
+    return None
+
+
+def load_arch_weights(path: str | os.PathLike) -> ArchWeights:
+    """Read an lhdbench `.npz` ArchWeights file (no pickle allowed)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            missing = (set(MATRICES) | {"metadata"}) - names
+            if missing:
+                raise ArchFileError(f"{path}: not an lhdbench ArchWeights file "
+                                    f"(missing {', '.join(sorted(missing))})")
+            header = json.loads(str(archive["metadata"][()]))
+            arrays = [archive[name] for name in MATRICES]
+    except ArchFileError:
+        raise
+    except FileNotFoundError:
+        raise ArchFileError(f"{path}: no such file") from None
+    except Exception as error:  # zipfile, numpy and json each raise their own types
+        raise ArchFileError(f"{path}: unreadable ArchWeights file ({type(error).__name__}: "
+                            f"{error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ArchFileError(f"{path}: not an lhdbench ArchWeights file (format tag missing)")
+    if header.get("version") != FORMAT_VERSION:
+        raise ArchFileError(f"{path}: unsupported ArchWeights version {header.get('version')!r}")
+    problem = validation_error(arrays)
+    if problem:
+        raise ArchFileError(f"{path}: {problem}")
+    metadata = {k: v for k, v in header.items() if k not in ("format", "version")}
+    return ArchWeights(*arrays, metadata=metadata)

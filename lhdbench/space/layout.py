@@ -1,0 +1,22 @@
+"""Where each node's weights live in the (20, 7) node-weight matrix (lhd-reference.md §1.4).
+
+Node i has 2 + i inputs: 0 = the previous cell's sum output, 1 = its concat output, j >= 2 = node j-2.
+Its block is rows [i(i+3)/2, i(i+3)/2 + i + 2), one row per input, one column per primitive.
+"""
+
+from __future__ import annotations
+
+from .ops import PRIMITIVES
+
+NUM_NODES = 5
+NUM_OPS = len(PRIMITIVES)
+NUM_EDGES = sum(2 + i for i in range(NUM_NODES))  # 20
+OUTPUT_PATHS = 2  # row 0: sum path, row 1: concat gates
+
+
+def node_rows(node: int) -> slice:
+    """Rows of `node`'s (input, op) block."""
+    if not 0 <= node < NUM_NODES:
+        raise ValueError(f"node index {node} out of range 0..{NUM_NODES - 1}")
+    start = node * (node + 3) // 2
+    return slice(start, start + node + 2)

@@ -1,0 +1,152 @@
+"""The final (discretized) network of lhd-reference.md §5.1-5.3.
+
+One op per kept edge (affine BN except the pools' BN), unweighted node sums, a sum output and a
+concat output per cell, an auxiliary head after the second reduction cell, and drop path on every
+edge except identities. Parameter counts exclude the auxiliary head, as the paper's do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .genotype import CellGenotype, Genotype
+from .ops import ReLUConvBN, build_op
+from .policies import Policy
+from .supernet import reduction_cells
+
+
+def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Zero whole samples with probability p and rescale the rest by 1/(1-p)."""
+    keep = 1.0 - p
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class FinalCell(nn.Module):
+    def __init__(self, genotype: CellGenotype, c_prev_sum: int, c_prev_concat: int, channels: int,
+                 reduction: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (ReLUConvBN(c_prev_sum, channels, 1, 1, 0, affine=True)
+                            if reduction else nn.Identity())
+        self.preprocess1 = ReLUConvBN(c_prev_concat, channels, 1, 1, 0, affine=True)
+        self.edges = list(genotype.edges)
+        self.ops = nn.ModuleList(
+            build_op(e.op, channels, 2 if reduction and e.input < 2 else 1, affine=True)
+            for e in self.edges)
+        self.num_nodes = max(e.node for e in self.edges) + 1
+        self.sum_nodes = genotype.sum
+        self.concat_nodes = genotype.concat  # ascending: the concat order of §5.1
+
+    @property
+    def concat_multiplier(self) -> int:
+        return len(self.concat_nodes)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
+                drop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
+        nodes: list[torch.Tensor | None] = [None] * self.num_nodes
+        for edge, op in zip(self.edges, self.ops, strict=True):  # edges are grouped by ascending node
+            if len(states) < edge.node + 2:
+                states.extend(nodes[len(states) - 2: edge.node])
+            out = op(states[edge.input])
+            if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                out = drop_path(out, drop_prob)
+            nodes[edge.node] = out if nodes[edge.node] is None else nodes[edge.node] + out
+        sum_out = nodes[self.sum_nodes[0]]
+        for node in self.sum_nodes[1:]:
+            sum_out = sum_out + nodes[node]
+        return sum_out, torch.cat([nodes[n] for n in self.concat_nodes], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS' CIFAR auxiliary classifier for 8x8 feature maps."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=False),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class FinalNetwork(nn.Module):
+    """`forward` returns (logits, auxiliary logits); the latter is None outside training or without
+    an auxiliary head. Set `drop_path_prob` from the training loop."""
+
+    def __init__(self, genotype: Genotype, num_classes: int, channels: int = 36, layers: int = 20,
+                 auxiliary: bool = True, stem_multiplier: int = 3) -> None:
+        super().__init__()
+        self.genotype, self.channels, self.layers = genotype, channels, layers
+        self.drop_path_prob = 0.0
+        self.stem_0 = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(channels))
+        self.stem_1 = nn.Sequential(nn.Conv2d(3, stem_multiplier * channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(stem_multiplier * channels))
+        c_sum, c_concat, c_cur = channels, stem_multiplier * channels, channels
+        reductions = reduction_cells(layers)
+        self.aux_index = reductions[1]
+        self.cells = nn.ModuleList()
+        self.auxiliary_head = None
+        for index in range(layers):
+            reduction = index in reductions
+            if reduction:
+                c_cur *= 2
+            cell_genotype = genotype.reduce if reduction else genotype.normal
+            self.cells.append(FinalCell(cell_genotype, c_sum, c_concat, c_cur, reduction))
+            c_sum, c_concat = c_cur, len(cell_genotype.concat) * c_cur
+            if auxiliary and index == self.aux_index:
+                self.auxiliary_head = AuxiliaryHead(c_sum + c_concat, num_classes)
+        self.classifier = nn.Linear(c_sum + c_concat, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s0, s1 = self.stem_0(x), self.stem_1(x)
+        aux_logits = None
+        for index, cell in enumerate(self.cells):
+            s0, s1 = cell(s0, s1, self.drop_path_prob)
+            if index == self.aux_index and self.auxiliary_head is not None and self.training:
+                aux_logits = self.auxiliary_head(torch.cat([s0, s1], dim=1))
+        pooled = F.adaptive_avg_pool2d(torch.cat([s0, s1], dim=1), 1).flatten(1)
+        return self.classifier(pooled), aux_logits
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters outside the auxiliary head, as the paper counts them (§5.6)."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith("auxiliary_head."))
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    layers: int
+    channels: int
+    params: int  # without the auxiliary head
+
+
+def network_shape(genotype: Genotype, policy: Policy, num_classes: int) -> NetworkShape:
+    """Cells, width and parameter count that `policy` gives `genotype` (capacity rule of §5.3)."""
+    channels = policy.init_channels
+    while True:
+        # Built on the meta device: the capacity loop only counts, so it allocates no memory.
+        with torch.device("meta"):
+            params = count_parameters(FinalNetwork(genotype, num_classes, channels, policy.layers,
+                                                   auxiliary=False))
+        if policy.min_params is None or params >= policy.min_params:
+            return NetworkShape(policy.layers, channels, params)
+        channels += 2
+
+
+def build_final_network(genotype: Genotype, policy: Policy, num_classes: int,
+                        auxiliary: bool = True) -> FinalNetwork:
+    shape = network_shape(genotype, policy, num_classes)
+    return FinalNetwork(genotype, num_classes, shape.channels, shape.layers, auxiliary=auxiliary)
