@@ -49,6 +49,9 @@ class ArchWeights:
         problem = validation_error([getattr(self, name) for name in MATRICES])
         if problem:
             raise ArchFileError(problem)
+        reserved = {"format", "version"} & set(self.metadata)
+        if reserved:
+            raise ArchFileError(f"metadata keys {sorted(reserved)} are reserved for the file header")
 
     def matrices(self) -> list[np.ndarray]:
         return [getattr(self, name) for name in MATRICES]

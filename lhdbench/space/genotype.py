@@ -32,7 +32,8 @@ class CellGenotype:
     concat: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "edges", tuple(Edge(*e) for e in self.edges))
+        # Canonical order: by node (stable, so each node keeps its selection order).
+        object.__setattr__(self, "edges", tuple(sorted((Edge(*e) for e in self.edges), key=lambda e: e.node)))
         object.__setattr__(self, "sum", tuple(sorted(int(n) for n in self.sum)))
         object.__setattr__(self, "concat", tuple(sorted(int(n) for n in self.concat)))
         for edge in self.edges:
@@ -105,6 +106,7 @@ class Genotype:
     def from_json(cls, text: str) -> Genotype:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise GenotypeError(f"genotype is not valid JSON ({error})") from None
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, oversized ints, deep nesting
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise GenotypeError(f"genotype is not valid JSON ({reason})") from None
         return cls.from_dict(data)

@@ -19,11 +19,11 @@ from .policies import Policy
 from .supernet import reduction_cells
 
 
-def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
+def drop_path(x: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
     """Zero whole samples with probability p and rescale the rest by 1/(1-p)."""
     keep = 1.0 - p
-    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x * mask / keep
+    mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep
+    return x * (mask / keep).to(x.dtype)
 
 
 class FinalCell(nn.Module):
@@ -38,7 +38,9 @@ class FinalCell(nn.Module):
         self.ops = nn.ModuleList(
             build_op(e.op, channels, 2 if reduction and e.input < 2 else 1, affine=True)
             for e in self.edges)
-        self.num_nodes = max(e.node for e in self.edges) + 1
+        # Node slots up to the last live node; pruned nodes keep an empty slot and are never read.
+        self.node_edges = [[i for i, e in enumerate(self.edges) if e.node == node]
+                           for node in range(max(e.node for e in self.edges) + 1)]
         self.sum_nodes = genotype.sum
         self.concat_nodes = genotype.concat  # ascending: the concat order of §5.1
 
@@ -47,16 +49,17 @@ class FinalCell(nn.Module):
         return len(self.concat_nodes)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor,
-                drop_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                drop_prob: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
-        nodes: list[torch.Tensor | None] = [None] * self.num_nodes
-        for edge, op in zip(self.edges, self.ops, strict=True):  # edges are grouped by ascending node
-            if len(states) < edge.node + 2:
-                states.extend(nodes[len(states) - 2: edge.node])
-            out = op(states[edge.input])
-            if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
-                out = drop_path(out, drop_prob)
-            nodes[edge.node] = out if nodes[edge.node] is None else nodes[edge.node] + out
+        for edge_indices in self.node_edges:
+            node = None
+            for i in edge_indices:
+                out = self.ops[i](states[self.edges[i].input])
+                if self.training and drop_prob is not None and not isinstance(self.ops[i], nn.Identity):
+                    out = drop_path(out, drop_prob)
+                node = out if node is None else node + out
+            states.append(node)
+        nodes = states[2:]
         sum_out = nodes[self.sum_nodes[0]]
         for node in self.sum_nodes[1:]:
             sum_out = sum_out + nodes[node]
@@ -82,13 +85,15 @@ class AuxiliaryHead(nn.Module):
 
 class FinalNetwork(nn.Module):
     """`forward` returns (logits, auxiliary logits); the latter is None outside training or without
-    an auxiliary head. Set `drop_path_prob` from the training loop."""
+    an auxiliary head. Set `drop_path_prob` from the training loop: it lives in a tensor, so that a
+    compiled model does not recompile when it changes every epoch."""
 
     def __init__(self, genotype: Genotype, num_classes: int, channels: int = 36, layers: int = 20,
                  auxiliary: bool = True, stem_multiplier: int = 3) -> None:
         super().__init__()
         self.genotype, self.channels, self.layers = genotype, channels, layers
-        self.drop_path_prob = 0.0
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
+        self._use_drop_path = False
         self.stem_0 = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False),
                                     nn.BatchNorm2d(channels))
         self.stem_1 = nn.Sequential(nn.Conv2d(3, stem_multiplier * channels, 3, padding=1, bias=False),
@@ -109,11 +114,23 @@ class FinalNetwork(nn.Module):
                 self.auxiliary_head = AuxiliaryHead(c_sum + c_concat, num_classes)
         self.classifier = nn.Linear(c_sum + c_concat, num_classes)
 
+    @property
+    def drop_path_prob(self) -> float:
+        return float(self._drop_prob)
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value: float) -> None:
+        if not 0 <= value < 1:
+            raise ValueError(f"drop path probability must be in [0, 1), got {value}")
+        self._drop_prob.fill_(value)
+        self._use_drop_path = value > 0
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0, s1 = self.stem_0(x), self.stem_1(x)
         aux_logits = None
+        drop_prob = self._drop_prob if self._use_drop_path else None
         for index, cell in enumerate(self.cells):
-            s0, s1 = cell(s0, s1, self.drop_path_prob)
+            s0, s1 = cell(s0, s1, drop_prob)
             if index == self.aux_index and self.auxiliary_head is not None and self.training:
                 aux_logits = self.auxiliary_head(torch.cat([s0, s1], dim=1))
         pooled = F.adaptive_avg_pool2d(torch.cat([s0, s1], dim=1), 1).flatten(1)

@@ -148,12 +148,14 @@ class Supernet(nn.Module):
         s0, s1 = self.stem_0(x), self.stem_1(x)
         cache: dict[bool, CellWeights] = {}
         for cell in self.cells:
-            if weights_fn is not None:
-                weights = weights_fn(self, cell.reduction, temperature)
-            else:
-                if cell.reduction not in cache:
-                    cache[cell.reduction] = self.cell_weights(cell.reduction, temperature)
-                weights = cache[cell.reduction]
+            # Architecture weights, their softmax and any sampling stay fp32 under autocast.
+            with torch.autocast(x.device.type, enabled=False):
+                if weights_fn is not None:
+                    weights = weights_fn(self, cell.reduction, temperature)
+                elif cell.reduction in cache:
+                    weights = cache[cell.reduction]
+                else:
+                    weights = cache[cell.reduction] = self.cell_weights(cell.reduction, temperature)
             s0, s1 = cell(s0, s1, weights)
         pooled = F.adaptive_avg_pool2d(torch.cat([s0, s1], dim=1), 1).flatten(1)
         return self.classifier(pooled)

@@ -36,7 +36,16 @@ def _dtype(spec, align=False, copy=True):
     return np.dtype(spec)
 
 
+def _frombuffer(buffer, dtype, shape, order):
+    # Protocol-5 pickles (Python 3.14's default) rebuild arrays from a raw buffer.
+    if not isinstance(dtype, np.dtype) or dtype.kind != "f" or order not in ("C", "F"):
+        raise pickle.UnpicklingError("array buffer with a non-float dtype or unknown order")
+    return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape, order=order).copy()
+
+
 _ALLOWED = {
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,

@@ -1,0 +1,138 @@
+"""Shared helpers for the lhdbench test suite.
+
+The 135 upstream architecture files live outside the repository, in ``../shared/lhd-reference-archs``
+(beside the checkout). They are never copied into the repository; tests that need them skip when the
+folder is absent.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import lhdbench  # noqa: F401
+except ImportError:  # not installed: use the checkout this tests folder belongs to
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lhdbench.space import ArchWeights  # noqa: E402
+
+SKIP_MESSAGE = ("../shared/lhd-reference-archs not found: the upstream architecture files are not "
+                "shipped with lhdbench; tests that need them are skipped")
+# The three files whose final-network sizes lhd-reference.md §5.6 lists.
+DARTS_BILEVEL_FILE = "cifar10/darts_bilevel/20211010-140512-concate-sum-darts-bilevel.pl"
+SPDARTS_SVHN_GLOB = "svhn/sp-darts/20211023-222350*.pl"
+PCDARTS_C100_GLOB = "cifar100/pcdarts/20211022-033330*.pl"
+NUM_REFERENCE_FILES = 135
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    import torch
+
+    # The tests use tiny tensors, where a second intra-op thread gains nothing, and on a busy 2-core
+    # machine spinning OpenMP threads slow small ops down by up to two orders of magnitude.
+    torch.set_num_threads(1)
+
+
+def reference_archs_dir() -> Path:
+    """Where the upstream `.pl` files are expected: ``<checkout>/../shared/lhd-reference-archs``."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "lhd-reference-archs"
+
+
+def require_reference_archs() -> Path:
+    """The reference folder, or skip the calling test with a clear message when it is absent."""
+    folder = reference_archs_dir()
+    if not folder.is_dir():
+        pytest.skip(SKIP_MESSAGE)
+    return folder
+
+
+def reference_files() -> list[Path]:
+    """All reference `.pl` files, sorted (empty when the folder is absent)."""
+    folder = reference_archs_dir()
+    return sorted(folder.rglob("*.pl")) if folder.is_dir() else []
+
+
+def reference_file(pattern: str) -> Path:
+    """The single reference file matching `pattern` (relative glob); skips when the folder is absent."""
+    matches = sorted(require_reference_archs().glob(pattern))
+    assert len(matches) == 1, f"expected one file for {pattern!r}, found {matches}"
+    return matches[0]
+
+
+def dataset_of(path: Path) -> str:
+    """cifar10 / cifar100 / svhn, from the file's folder under the reference root."""
+    return path.relative_to(reference_archs_dir()).parts[0]
+
+
+def num_classes_of(path: Path) -> int:
+    return 100 if dataset_of(path) == "cifar100" else 10
+
+
+@pytest.fixture
+def archs_dir() -> Path:
+    """Fixture form of `require_reference_archs`."""
+    return require_reference_archs()
+
+
+# --- building valid ArchWeights -------------------------------------------------------------------
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def node_logits_to_weights(logits: np.ndarray) -> np.ndarray:
+    """(20, 7) logits -> joint softmax per node block (node i: rows i(i+3)/2 .. +i+2)."""
+    out = np.empty((20, 7), dtype=np.float64)
+    for node in range(5):
+        start = node * (node + 3) // 2
+        rows = slice(start, start + node + 2)
+        out[rows] = _softmax(logits[rows].reshape(-1)).reshape(node + 2, 7)
+    return out.astype(np.float32)
+
+
+def output_logits_to_weights(logits: np.ndarray) -> np.ndarray:
+    """(2, 5) logits -> row 0 softmax (sum path), row 1 sigmoid (concat gates)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return np.stack([_softmax(logits[0]), 1.0 / (1.0 + np.exp(-logits[1]))]).astype(np.float32)
+
+
+def arch_weights_from_logits(normal: np.ndarray, reduce: np.ndarray, normal_output: np.ndarray,
+                             reduce_output: np.ndarray, metadata: dict | None = None) -> ArchWeights:
+    return ArchWeights(node_logits_to_weights(normal), node_logits_to_weights(reduce),
+                       output_logits_to_weights(normal_output), output_logits_to_weights(reduce_output),
+                       metadata=metadata or {})
+
+
+def random_arch_weights(rng: np.random.Generator, scale: float = 1.0,
+                        metadata: dict | None = None) -> ArchWeights:
+    """A random valid ArchWeights: joint softmax per node block, softmax row 0, sigmoid row 1."""
+    return arch_weights_from_logits(scale * rng.standard_normal((20, 7)),
+                                    scale * rng.standard_normal((20, 7)),
+                                    scale * rng.standard_normal((2, 5)),
+                                    scale * rng.standard_normal((2, 5)), metadata)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def single_thread_torch():
+    """Run a module's torch work on one intra-op thread, restoring the setting afterwards.
+
+    The tests use tiny batches, where extra threads gain nothing, and on a busy 2-core machine
+    oversubscribed OpenMP threads slow small convolutions down by up to two orders of magnitude."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
