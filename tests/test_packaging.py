@@ -12,6 +12,7 @@ def test_every_package_folder_is_listed_in_setup_cfg():
     listed = set(config["options"]["packages"].split())
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lhdbench").rglob("__init__.py")}
     found.add("lhdbench.baselines")  # the top-level baselines/ folder, mapped by package_dir
+    found.add("lhdbench.conditions")  # the top-level conditions/ folder, mapped by package_dir
     assert found == listed
 
 

@@ -1,0 +1,476 @@
+"""Typed, validated protocol settings (budgets, optimizers, precision) and their presets.
+
+A Protocol has three sections of settings and one of per-method overrides:
+
+* ``search``: the supernet search (defaults: the original LHD/DARTS search protocol, lhd-reference.md §2);
+* ``evaluate``: training a discretized network from scratch (defaults: the paper's evaluation protocol,
+  §5.3-5.4);
+* ``speed``: how fast the engine may run (precision, memory format, compilation, determinism). These
+  switches change no budget, optimizer or data setting;
+* ``methods``: per-method overrides of method hyperparameters, e.g. ``{"pcdarts": {"batch_size": 576}}``.
+  Their keys are checked by the method registry, not here.
+
+Presets live in ``conditions/protocols/<name>.yaml`` (installed as ``lhdbench.conditions``); see
+docs/protocols.md. Every value is checked when a settings object is built, so a Protocol that exists is
+valid; a bad value raises ProtocolError with a one-line message that names its dotted key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+
+class ProtocolError(ValueError):
+    """A protocol setting or file is invalid; the message is one line and names the dotted key."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The supernet search. Defaults: the shared LHD search protocol (lhd-reference.md §2)."""
+
+    epochs: int = 50  # §2 "Defaults": epochs 50
+    batch_size: int = 176  # §2: batch_size 176 (CIFAR 143 steps/epoch, SVHN 209)
+    weight_lr: float = 0.025  # §2: weights SGD lr 0.025
+    weight_lr_min: float = 3e-4  # §2: CosineAnnealingLR(T_max=epochs, eta_min=3e-4), stepped per epoch
+    momentum: float = 0.9  # §2: SGD momentum 0.9
+    weight_decay: float = 3e-4  # §2: SGD weight_decay 3e-4
+    grad_clip: float = 5.0  # §2: clip_grad_norm 5 over the weights only
+    arch_lr: float = 3e-4  # §2: arch Adam lr 3e-4 (original DARTS: 1e-3, §7 item 6)
+    arch_betas: tuple[float, float] = (0.5, 0.999)  # §2: arch Adam betas (0.5, 0.999)
+    arch_weight_decay: float = 0.0  # §2 and §7 item 6: arch weight decay 0
+    train_portion: float = 0.5  # §2 "Split": weights on the first half, arch params on the second
+    init_channels: int = 16  # §2: init_channels 16
+    layers: int = 8  # §2: layers 8 (reduction cells at floor(L/3) and floor(2L/3), §1.3)
+    max_train_images: int | None = None  # use only the first n training images (smoke); None = all
+    steps_per_epoch: int | None = None  # cap on weight steps per epoch (smoke); None = a full pass
+
+    def __post_init__(self) -> None:
+        _validate(self, "search")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Training a discretized network from scratch. Defaults: the paper protocol (§5.3-5.4)."""
+
+    epochs: int = 600  # §5.4: 600 epochs
+    batch_size: int = 64  # §5.4: batch 64 (train and test)
+    lr: float = 0.025  # §5.4: SGD lr 0.025
+    lr_min: float = 0.0  # §5.4: CosineAnnealingLR(T_max=600, eta_min=0), stepped per epoch
+    momentum: float = 0.9  # §5.4: momentum 0.9
+    weight_decay: float = 3e-4  # §5.4: weight decay 3e-4
+    grad_clip: float = 5.0  # §5.4: grad clip 5
+    auxiliary_weight: float = 0.4  # §5.4: loss CE + 0.4 aux CE; 0 disables the auxiliary head
+    cutout: int = 16  # §5.4: Cutout 16 on CIFAR; 0 disables; applied only where the dataset spec allows
+    drop_path: bool = True  # §5.3: linear drop-path ramp to (normal concat count) x policy rate
+    # §5.3 / §7 item 24: the CIFAR-100/SVHN train-accuracy-driven increments of p_max. An option of the
+    # paper protocol, off by default (docs/protocols.md, "Deviations").
+    adaptive_drop_path: bool = False
+    # §5.4 / §7 item 22: the paper's metric is the best test accuracy over 0-based epoch indices > this
+    # (400 means epochs 401..599). It selects on the test set; the final-epoch accuracy is kept too.
+    best_after_epoch: int = 400
+    max_train_images: int | None = None  # use only the first n training images (smoke); None = all
+    max_test_images: int | None = None  # use only the first n test images (smoke); None = all
+    steps_per_epoch: int | None = None  # cap on steps per epoch (smoke); None = a full pass
+    layers: int | None = None  # override the policy's cell count (smoke only); None = the policy's
+    init_channels: int | None = None  # override the policy's starting width (smoke only)
+
+    def __post_init__(self) -> None:
+        _validate(self, "evaluate")
+        if self.best_after_epoch >= self.epochs - 1:
+            raise ProtocolError(
+                f"evaluate.best_after_epoch: must be below evaluate.epochs - 1 = {self.epochs - 1} so that "
+                f"the paper metric (best test accuracy over epoch indices > best_after_epoch) covers at "
+                f"least one epoch, got {self.best_after_epoch}")
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How fast the engine may run. None of these changes a budget, an optimizer or the data."""
+
+    precision: str = "fp32"  # "fp32" or "bf16" (bf16 autocast applies on CUDA only)
+    channels_last: bool = False  # NHWC memory format for convolutions
+    compile: bool = False  # torch.compile where the executed graph is static
+    # Bit-identical reruns on CPU (torch.use_deterministic_algorithms, no cudnn.benchmark).
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _validate(self, "speed")
+
+
+Section = SearchSettings | EvalSettings | SpeedSettings
+
+SECTIONS: dict[str, type[Section]] = {"search": SearchSettings, "evaluate": EvalSettings,
+                                      "speed": SpeedSettings}
+TOP_LEVEL_KEYS = ("name", *SECTIONS, "methods")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named, validated set of settings. Build it with load_protocol or protocol_from_dict."""
+
+    name: str
+    search: SearchSettings = field(default_factory=SearchSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+    speed: SpeedSettings = field(default_factory=SpeedSettings)
+    # Per-method overrides of method hyperparameters, e.g. {"pcdarts": {"batch_size": 576}}. Only the
+    # shape (str -> mapping of JSON values) is checked here; the method registry checks the keys.
+    # Stored read-only (mappings as mappingproxy, lists as tuples).
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ProtocolError(f"name: expected a non-empty string, got {_show(self.name)}")
+        for key, cls in SECTIONS.items():
+            if not isinstance(getattr(self, key), cls):
+                raise ProtocolError(f"{key}: expected a {cls.__name__}, got {_show(getattr(self, key))}")
+        object.__setattr__(self, "methods", _freeze_methods(self.methods))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-able dict (tuples as lists) in a stable key order: name, the three sections
+        in field order, then methods sorted by name. protocol_from_dict(p.to_dict()) == p."""
+        out: dict[str, Any] = {"name": self.name}
+        for key in SECTIONS:
+            section = getattr(self, key)
+            out[key] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+        out["methods"] = _plain(self.methods)
+        return out
+
+    def replace(self, **section_overrides: Any) -> Protocol:
+        """A validated copy with some settings changed, e.g. ``p.replace(search={"epochs": 2})``.
+
+        Each keyword is a top-level key (name, search, evaluate, speed, methods). A mapping is merged
+        into the current section (for methods, per method); a settings object replaces the section.
+        """
+        data = self.to_dict()
+        for key, value in section_overrides.items():
+            if is_dataclass(value) and not isinstance(value, type):
+                data[key] = _plain(value)  # a whole settings object replaces the section
+            else:
+                data = _merge(data, {key: value})
+        return protocol_from_dict(data, name=self.name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building from plain data and YAML
+
+
+def protocol_from_dict(data: Mapping[str, Any], name: str = "custom") -> Protocol:
+    """Build and validate a Protocol from plain data (e.g. parsed YAML or Protocol.to_dict()).
+
+    Top-level keys: name (optional; else `name`), search, evaluate, speed, methods; a missing or null
+    section or key takes the dataclass default. Unknown sections or keys, wrong types and bad values
+    raise ProtocolError naming the dotted key. Ints are accepted for float fields (not the reverse);
+    bools are never accepted as numbers; lists are accepted for tuple fields.
+    """
+    if not isinstance(data, Mapping):
+        raise ProtocolError(f"protocol: expected a mapping of sections ({', '.join(TOP_LEVEL_KEYS)}), "
+                            f"got {_show(data)}")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise ProtocolError(_unknown(str(key), "section", TOP_LEVEL_KEYS))
+    sections: dict[str, Any] = {}
+    for key, cls in SECTIONS.items():
+        values = data.get(key)
+        if values is None:
+            values = {}
+        if not isinstance(values, Mapping):
+            raise ProtocolError(f"{key}: expected a mapping of settings, got {_show(values)}")
+        known = [f.name for f in fields(cls)]
+        for setting in values:
+            if setting not in known:
+                raise ProtocolError(_unknown(f"{key}.{setting}", "key", known))
+        sections[key] = cls(**values)
+    methods = data.get("methods")
+    return Protocol(name=data.get("name", name), methods={} if methods is None else methods, **sections)
+
+
+def preset_names() -> list[str]:
+    """The names of the protocol presets shipped in lhdbench.conditions (conditions/protocols/)."""
+    return sorted(entry.name[: -len(".yaml")] for entry in _presets_dir().iterdir()
+                  if entry.name.endswith(".yaml") and entry.is_file())
+
+
+def load_protocol(name_or_path: str | os.PathLike[str],
+                  overrides: Mapping[str, Any] | None = None) -> Protocol:
+    """A preset by name (``paper``, ``fast``, ``smoke``) or a YAML file by path, with optional overrides.
+
+    A bare name (no path separator, no .yaml/.yml suffix) is a preset; anything else is a file path.
+    `overrides` has the shape of the file (e.g. ``{"evaluate": {"epochs": 10}}``) and is merged in
+    before validation. The protocol is named after the preset, the file's `name` key or its stem.
+    """
+    text_name = os.fspath(name_or_path)
+    is_path = (isinstance(name_or_path, os.PathLike) or "/" in text_name or os.sep in text_name
+               or text_name.endswith((".yaml", ".yml")))
+    if is_path:
+        path = Path(text_name)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ProtocolError(f"{where}: cannot read protocol file ({exc.strerror or exc})") from None
+        default_name = path.stem
+    else:
+        known = preset_names()
+        if text_name not in known:
+            raise ProtocolError(f"unknown protocol preset {text_name!r} (known presets: {', '.join(known)}; "
+                                "or give a path to a .yaml file)")
+        resource = _presets_dir() / f"{text_name}.yaml"
+        where = f"lhdbench.conditions/protocols/{text_name}.yaml"
+        text = resource.read_text(encoding="utf-8")
+        default_name = text_name
+    data = _parse_yaml(text, where)
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise ProtocolError(f"overrides: expected a mapping of sections, got {_show(overrides)}")
+        data = _merge(data, overrides)
+    try:
+        return protocol_from_dict(data, name=default_name)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{exc} (in {where})") from None
+
+
+def _presets_dir():  # importlib.resources Traversable
+    return importlib.resources.files("lhdbench.conditions") / "protocols"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``3e-4`` (YAML 1.1 needs ``3.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds plain data only
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProtocolError(_one_line(f"{where}: invalid YAML{at}: {problem}")) from None
+    if not isinstance(data, Mapping):
+        what = "an empty file" if data is None else _show(data)
+        raise ProtocolError(f"{where}: expected a mapping of sections ({', '.join(TOP_LEVEL_KEYS)}), "
+                            f"got {what}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------
+# Field rules
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: one line, with its type where the type is the problem."""
+    text = _one_line(repr(value))
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(path: str, expected: str, value: Any) -> ProtocolError:
+    return ProtocolError(f"{path}: expected {expected}, got {_show(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+Rule = Callable[[str, Any], Any]
+
+
+def _int(minimum: int, optional: bool = False) -> Rule:
+    expected = ("a positive integer" if minimum == 1 else f"an integer >= {minimum}") + (
+        " or null" if optional else "")
+
+    def check(path: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not _is_int(value) or value < minimum:
+            raise _fail(path, expected, value)
+        return int(value)
+
+    return check
+
+
+def _float(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> Rule:
+    if high == math.inf:
+        expected = "a positive number" if low == 0 and low_open else f"a number >= {low:g}"
+    else:
+        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(path: str, value: Any) -> Any:
+        if not _is_number(value) or not math.isfinite(value):
+            raise _fail(path, expected, value)
+        number = float(value)
+        if number < low or (low_open and number == low) or number > high or (high_open and number == high):
+            raise _fail(path, expected, value)
+        return number
+
+    return check
+
+
+def _bool(path: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise _fail(path, "true or false", value)
+    return value
+
+
+def _choice(*options: str) -> Rule:
+    def check(path: str, value: Any) -> Any:
+        if not isinstance(value, str) or value not in options:
+            raise _fail(path, "one of " + ", ".join(options), value)
+        return value
+
+    return check
+
+
+def _betas(path: str, value: Any) -> Any:
+    expected = "two numbers in [0, 1), e.g. [0.5, 0.999]"
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _fail(path, expected, value)
+    beta = _float(0.0, 1.0)
+    try:
+        return tuple(beta(path, v) for v in value)
+    except ProtocolError:
+        raise _fail(path, expected, value) from None
+
+
+_POSITIVE = _int(1)
+_POSITIVE_OR_NONE = _int(1, optional=True)
+_NON_NEGATIVE_INT = _int(0)
+_RATE = _float(0.0)  # learning rates, weight decays, loss weights: >= 0
+_CLIP = _float(0.0, low_open=True)  # a gradient-norm bound: > 0
+_MOMENTUM = _float(0.0, 1.0)  # [0, 1)
+
+_RULES: dict[type, dict[str, Rule]] = {
+    SearchSettings: {
+        "epochs": _POSITIVE, "batch_size": _POSITIVE, "weight_lr": _RATE, "weight_lr_min": _RATE,
+        "momentum": _MOMENTUM, "weight_decay": _RATE, "grad_clip": _CLIP, "arch_lr": _RATE,
+        "arch_betas": _betas, "arch_weight_decay": _RATE,
+        "train_portion": _float(0.0, 1.0, low_open=True, high_open=True),
+        "init_channels": _POSITIVE, "layers": _POSITIVE, "max_train_images": _POSITIVE_OR_NONE,
+        "steps_per_epoch": _POSITIVE_OR_NONE,
+    },
+    EvalSettings: {
+        "epochs": _POSITIVE, "batch_size": _POSITIVE, "lr": _RATE, "lr_min": _RATE,
+        "momentum": _MOMENTUM, "weight_decay": _RATE, "grad_clip": _CLIP, "auxiliary_weight": _RATE,
+        "cutout": _NON_NEGATIVE_INT, "drop_path": _bool, "adaptive_drop_path": _bool,
+        "best_after_epoch": _NON_NEGATIVE_INT, "max_train_images": _POSITIVE_OR_NONE,
+        "max_test_images": _POSITIVE_OR_NONE, "steps_per_epoch": _POSITIVE_OR_NONE,
+        "layers": _POSITIVE_OR_NONE, "init_channels": _POSITIVE_OR_NONE,
+    },
+    SpeedSettings: {
+        "precision": _choice(*PRECISIONS), "channels_last": _bool, "compile": _bool,
+        "deterministic": _bool,
+    },
+}
+
+for _cls, _rules in _RULES.items():  # every field has exactly one rule
+    assert set(_rules) == {f.name for f in fields(_cls)}, _cls.__name__
+
+
+def _validate(settings: Section, section: str) -> None:
+    """Check and normalize (int -> float, list -> tuple) every field of a frozen settings object."""
+    for name, rule in _RULES[type(settings)].items():
+        value = rule(f"{section}.{name}", getattr(settings, name))
+        object.__setattr__(settings, name, value)
+
+
+def _unknown(path: str, what: str, known: list[str] | tuple[str, ...]) -> str:
+    leaf = path.rsplit(".", 1)[-1]
+    message = f"{_one_line(path)}: unknown {what} (known: {', '.join(known)})"
+    close = difflib.get_close_matches(leaf, known, n=1)
+    return message + (f"; did you mean {close[0]}?" if close else "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Method overrides and plain data
+
+
+def _freeze_methods(methods: Any) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(methods, Mapping):
+        raise _fail("methods", "a mapping of method name -> mapping of hyperparameters", methods)
+    frozen = {}
+    for method in sorted(methods, key=str):
+        values = methods[method]
+        if not isinstance(method, str) or not method:
+            raise ProtocolError(f"methods: expected method names as non-empty strings, got {_show(method)}")
+        if not isinstance(values, Mapping):
+            raise _fail(f"methods.{method}", "a mapping of hyperparameter -> value", values)
+        frozen[method] = _freeze(values, f"methods.{method}")
+    return MappingProxyType(frozen)
+
+
+def _freeze(value: Any, path: str) -> Any:
+    """A read-only copy of a JSON-like value: mappings -> mappingproxy (str keys, sorted), lists ->
+    tuples. Anything that does not survive JSON is rejected."""
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise ProtocolError(f"{path}: expected string keys, got {_show(key)}")
+        return MappingProxyType({key: _freeze(value[key], f"{path}.{key}") for key in sorted(value)})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v, f"{path}[{i}]") for i, v in enumerate(value))
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if _is_int(value):
+        return int(value)
+    if _is_number(value) and math.isfinite(value):
+        return float(value)
+    raise _fail(path, "a JSON value (number, string, bool, null, list or mapping)", value)
+
+
+def _plain(value: Any) -> Any:
+    """Plain JSON-able data: dataclasses and mappings -> dicts, tuples -> lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
