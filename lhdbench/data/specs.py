@@ -15,6 +15,14 @@ class DatasetSpec:
     cutout: bool  # Cutout 16 in evaluation training
 
 
+# scikit-learn's digits (see sources.py), its 1,437 training images at 3x32x32 in [0, 1]. The three
+# channels are copies of one grey channel, so their statistics are equal. Computed once with
+#   x = load_images("digits", train=True).images.double() / 255; x.mean(), x.std(unbiased=False)
+# (nearest upsampling repeats every pixel 16 times, so the 8x8 statistics are the same);
+# tests/test_data_sources.py recomputes them.
+DIGITS_MEAN = 0.30543467
+DIGITS_STD = 0.37534217
+
 DATASETS: dict[str, DatasetSpec] = {
     d.name: d
     for d in (
@@ -25,6 +33,9 @@ DATASETS: dict[str, DatasetSpec] = {
         # SVHN gets no augmentation at all (§2, §5.4).
         DatasetSpec("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                     augment=False, cutout=False),
+        # Embedded offline default: needs no files and no network. It takes the CIFAR code paths
+        # (crop + flip, Cutout) so that a run on it exercises everything a CIFAR run does.
+        DatasetSpec("digits", 10, (DIGITS_MEAN,) * 3, (DIGITS_STD,) * 3, augment=True, cutout=True),
     )
 }
 
