@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import DATASETS, get_dataset
+from .data.sources import DatasetUnavailable
+from .engine import TrialFailed
 from .space import POLICIES, ArchFileError, discretize, get_policy, load_any, network_shape
 from .space.arch_weights import SUFFIX as NPZ_SUFFIX
 from .space.genotype import CellGenotype
@@ -76,6 +78,50 @@ def arch_show(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _protocol(args: argparse.Namespace):
+    from .protocol import load_protocol
+
+    return load_protocol(args.preset)
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from .search import ARCH_FILE, run_search
+
+    record = run_search(args.baseline, args.dataset, args.seed, _protocol(args), args.out,
+                        device=args.device, data_root=args.data_root)
+    print(f"search done: {Path(args.out) / ARCH_FILE} ({record['wall_time_s']:.1f} s); "
+          f"record in {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from .evaluate import run_evaluation
+
+    weights = load_any(args.arch)
+    record = run_evaluation(weights, get_policy(args.policy), args.dataset, args.seed, _protocol(args),
+                            args.out, device=args.device, data_root=args.data_root,
+                            inputs={"arch_file": str(Path(args.arch).resolve())})
+    best = record["best_test_acc"]
+    print(f"evaluation done: final test accuracy {record['final_test_acc']:.4f}"
+          + (f", best after epoch {record['best_after_epoch']} {best:.4f}" if best is not None else "")
+          + f", {record['params']:,} parameters ({record['wall_time_s']:.1f} s); "
+          f"record in {Path(args.out) / 'record.json'}")
+    return 0
+
+
+def _add_trial_options(parser: argparse.ArgumentParser) -> None:
+    from .protocol import preset_names
+
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--preset", default="paper",
+                        help=f"protocol preset ({', '.join(preset_names())}) or a YAML file")
+    parser.add_argument("--out", required=True, help="trial folder; a checkpoint there is resumed")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset folder (default: $LHDBENCH_DATA or ~/.cache/lhdbench/data)")
+    parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: first GPU, else CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lhdbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--dataset", choices=list(DATASETS), default="cifar10")
     show.add_argument("--json", action="store_true", help="one JSON object per line per file")
     show.set_defaults(handler=arch_show)
+
+    search = commands.add_parser("search", help="run one architecture search")
+    search.add_argument("--baseline", required=True, help="search method (see the baselines folder)")
+    _add_trial_options(search)
+    search.set_defaults(handler=search_command)
+
+    evaluate = commands.add_parser("evaluate", help="train one discretized architecture from scratch")
+    evaluate.add_argument("arch", metavar="ARCH", help="ArchWeights .npz or upstream .pl file")
+    evaluate.add_argument("--policy", required=True, choices=list(POLICIES))
+    _add_trial_options(evaluate)
+    evaluate.set_defaults(handler=evaluate_command)
     return parser
 
 
@@ -98,9 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError, DatasetUnavailable) as error:
         print(f"lhdbench: error: {error}", file=sys.stderr)
         return 2
+    except TrialFailed as error:
+        print(f"lhdbench: trial failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lhdbench: interrupted", file=sys.stderr)
         return 130

@@ -102,3 +102,46 @@ def test_installed_entry_point_runs(tmp_path):
     done = subprocess.run([exe, "arch", "show", str(uniform_pl(tmp_path / "u.pl")), "--json"],
                           capture_output=True, text=True, check=True)
     assert set(json.loads(done.stdout)) == JSON_KEYS
+
+
+def test_search_then_evaluate_on_the_embedded_dataset(tmp_path, capsys):
+    search_dir, eval_dir = tmp_path / "d1", tmp_path / "d2"
+    assert main(["search", "--baseline", "darts", "--dataset", "digits", "--preset", "smoke", "--seed", "0",
+                 "--out", str(search_dir)]) == 0
+    assert main(["evaluate", str(search_dir / "arch.npz"), "--policy", "base", "--dataset", "digits",
+                 "--preset", "smoke", "--seed", "0", "--out", str(eval_dir)]) == 0
+    search = json.loads((search_dir / "record.json").read_text())
+    evaluation = json.loads((eval_dir / "record.json").read_text())
+    assert search["status"] == evaluation["status"] == "done"
+    assert {"history", "wall_time_s", "environment"} <= set(search)
+    assert {"final_test_acc", "best_test_acc", "params", "wall_time_s"} <= set(evaluation)
+    assert evaluation["arch_file"] == str((search_dir / "arch.npz").resolve())
+    assert "evaluation done" in capsys.readouterr().out
+
+
+def test_bad_protocol_key_is_a_one_line_usage_error(tmp_path, capsys):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("search:\n  batch_sise: 3\n")
+    assert main(["search", "--baseline", "darts", "--dataset", "digits", "--preset", str(preset),
+                 "--seed", "0", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search.batch_sise" in err[0]
+
+
+def test_unknown_baseline_lists_the_known_ones(tmp_path, capsys):
+    assert main(["search", "--baseline", "nope", "--dataset", "digits", "--preset", "smoke", "--seed", "0",
+                 "--out", str(tmp_path)]) == 2
+    assert "darts" in capsys.readouterr().err
+
+
+def test_missing_dataset_files_fail_with_where_it_looked(tmp_path, capsys, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror("no network in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    assert main(["search", "--baseline", "darts", "--dataset", "cifar10", "--preset", "smoke", "--seed", "0",
+                 "--out", str(tmp_path / "out"), "--data-root", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "data") in err[0]

@@ -1,0 +1,11 @@
+"""DARTS, first order (Liu et al., ICLR 2019), as the LHD code runs it (lhd-reference.md §3.1):
+the default behaviour of every SearchMethod hook."""
+
+from lhdbench.methods import SearchMethod, register
+
+
+@register
+class Darts(SearchMethod):
+    name = "darts"
+    description = "first-order bilevel DARTS: Adam on architecture, SGD on weights, alternating"
+    paper = "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019"

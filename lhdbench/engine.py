@@ -1,0 +1,115 @@
+"""What the search and evaluation loops share: device, determinism, speed switches, progress, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .protocol import SpeedSettings
+from .records import atomic_write_json, read_json
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot produce a valid result; the message is the one-line reason recorded."""
+
+
+def finished_record(record_path: Path) -> dict[str, Any] | None:
+    """The record of a trial that already finished successfully, else None."""
+    if record_path.exists():
+        record = read_json(record_path)
+        if record.get("status") == "done":
+            return record
+    return None
+
+
+def run_recorded(record_path: Path, record: dict[str, Any],
+                 body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a trial body and write its record: `done` with the body's results, or `failed` with a
+    one-line reason (then raise TrialFailed). An interrupt writes nothing, so the checkpoint resumes."""
+    started = time.monotonic()
+    try:
+        summary = body()
+    except Exception as error:
+        text = str(error) if isinstance(error, TrialFailed) else f"{type(error).__name__}: {error}"
+        reason = (text.strip().splitlines() or [type(error).__name__])[0]
+        record.update(status="failed", reason=reason, wall_time_s=time.monotonic() - started)
+        atomic_write_json(record_path, record)
+        raise TrialFailed(reason) from error
+    record.update(status="done", **summary)
+    atomic_write_json(record_path, record)
+    return record
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, else the first visible GPU, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def configure(speed: SpeedSettings, device: torch.device, seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(speed.deterministic, warn_only=False)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not speed.deterministic
+        torch.backends.cudnn.deterministic = speed.deterministic
+        # TF32 matmuls on Ampere+ cost nothing in accuracy that the protocol can see.
+        torch.backends.cuda.matmul.allow_tf32 = not speed.deterministic
+        torch.backends.cudnn.allow_tf32 = not speed.deterministic
+
+
+def autocast(speed: SpeedSettings, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of autocast contexts: bf16 on CUDA when the protocol asks for it, else a no-op."""
+    if speed.precision == "bf16" and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def prepare_model(model: nn.Module, speed: SpeedSettings, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def maybe_compile(module: nn.Module, speed: SpeedSettings, static_graph: bool) -> Callable[..., Any]:
+    """torch.compile only where the executed graph is the same every step."""
+    if speed.compile and static_graph:
+        return torch.compile(module)
+    return module
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+class Progress:
+    """One line per epoch on a terminal, rewritten in place; silent otherwise."""
+
+    def __init__(self, label: str, epochs: int, enabled: bool | None = None) -> None:
+        self.label, self.epochs = label, epochs
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.start = time.monotonic()
+
+    def steps(self, epoch: int, iterable: Iterator[Any], total: int) -> Iterator[Any]:
+        for step, item in enumerate(iterable):
+            if self.enabled and (step % 5 == 0 or step == total - 1):
+                done = int(20 * (step + 1) / max(total, 1))
+                sys.stderr.write(f"\r{self.label} epoch {epoch + 1}/{self.epochs} "
+                                 f"[{'#' * done}{'.' * (20 - done)}] {step + 1}/{total}")
+                sys.stderr.flush()
+            yield item
+
+    def epoch_done(self, epoch: int, summary: str) -> None:
+        if self.enabled:
+            elapsed = time.monotonic() - self.start
+            sys.stderr.write(f"\r{self.label} epoch {epoch + 1}/{self.epochs} {summary} "
+                             f"({elapsed:.0f}s)\033[K\n")
+            sys.stderr.flush()

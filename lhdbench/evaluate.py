@@ -1,0 +1,182 @@
+"""Training a discretized network from scratch (lhd-reference.md §5.3-5.4): one evaluation trial.
+
+Records both the final-epoch test accuracy and the paper's metric, the best test accuracy over the
+epochs after `best_after_epoch` (400 in the paper). The latter selects on the test set; it is kept
+because the published numbers use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import engine
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import get_dataset
+from .data.sources import load_images
+from .data.stream import GpuBatchStream
+from .protocol import EvalSettings, Protocol
+from .records import environment
+from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
+
+RECORD_FILE = "record.json"
+
+# §5.3: CIFAR-100 and SVHN raise the drop-path target after every epoch whose training accuracy
+# exceeds a threshold: (threshold %, increment) up to the paper's epoch 400, then after it.
+ADAPTIVE_DROP_PATH = {
+    "cifar100": ((75.0, 0.0005), (85.0, 0.0001)),
+    "svhn": ((97.0, 0.0005), (99.0, 0.0001)),
+}
+
+
+def drop_path_target(genotype: Genotype, policy: Policy, dataset: str) -> float:
+    """p_max = (normal-cell concat count) x the policy's base rate for the dataset (§5.3, §7 item 25).
+    Datasets outside the paper (the embedded digits set) take the CIFAR-10 rate."""
+    rate = policy.drop_path.get(dataset, policy.drop_path.get("cifar10", 0.0))
+    return len(genotype.normal.concat) * rate
+
+
+def build_network(genotype: Genotype, policy: Policy, num_classes: int,
+                  settings: EvalSettings) -> FinalNetwork:
+    """The policy's network, unless the protocol overrides its size (the smoke preset does)."""
+    if settings.layers is None and settings.init_channels is None:
+        shape = network_shape(genotype, policy, num_classes)
+        layers, channels = shape.layers, shape.channels
+    else:
+        layers = settings.layers or policy.layers
+        channels = settings.init_channels or policy.init_channels
+    return FinalNetwork(genotype, num_classes, channels, layers, auxiliary=settings.auxiliary_weight > 0)
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, stream: GpuBatchStream, autocast: Any) -> float:
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=next(model.parameters()).device)
+    total = 0
+    for x, y in stream.epoch():
+        with autocast():
+            logits, _ = model(x)
+        correct += (logits.argmax(1) == y).sum()
+        total += y.shape[0]
+    return float(correct) / max(total, 1)
+
+
+def run_evaluation(weights: ArchWeights, policy: Policy, dataset: str, seed: int, protocol: Protocol,
+                   out_dir: str | Path, *, device: str | torch.device | None = None,
+                   data_root: Any = None, progress: bool | None = None,
+                   inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the finished record of) one evaluation trial."""
+    out_dir = Path(out_dir)
+    done = engine.finished_record(out_dir / RECORD_FILE)
+    if done is not None:
+        return done
+    spec = get_dataset(dataset)
+    genotype = discretize(weights, policy)
+    device = engine.pick_device(device)
+    record: dict[str, Any] = {
+        "phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
+        "protocol": protocol.to_dict(), "genotype": genotype.to_dict(),
+        "arch_metadata": weights.metadata, **(inputs or {}), "environment": environment(device),
+    }
+    return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _train(
+        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress))
+
+
+def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol: Protocol,
+           out_dir: Path, device: torch.device, data_root: Any, progress: bool | None) -> dict[str, Any]:
+    settings, speed, spec = protocol.evaluate, protocol.speed, get_dataset(dataset)
+    engine.configure(speed, device, seed)
+    model = engine.prepare_model(build_network(genotype, policy, spec.num_classes, settings), speed, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs,
+                                                           eta_min=settings.lr_min)
+    train_data = load_images(dataset, train=True, root=data_root).head(settings.max_train_images)
+    test_data = load_images(dataset, train=False, root=data_root).head(settings.max_test_images)
+    train_stream = GpuBatchStream(train_data, spec, settings.batch_size, device=device, augment=True,
+                                  cutout=settings.cutout, seed=seed, channels_last=speed.channels_last)
+    # Test images are never augmented (the CIFAR-100 script's test augmentation, §7 item 23, is a bug).
+    test_stream = GpuBatchStream(test_data, spec, settings.batch_size, device=device, shuffle=False,
+                                 channels_last=speed.channels_last)
+    p_max = drop_path_target(genotype, policy, dataset) if settings.drop_path else 0.0
+    history: list[dict[str, Any]] = []
+    start_epoch, spent = 0, 0.0
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        train_stream.load_state_dict(state["train_stream"])
+        set_rng_state(state["rng"])
+        history, p_max = state["history"], state["p_max"]
+        start_epoch, spent = state["epoch"] + 1, state["wall_time_s"]
+    forward = engine.maybe_compile(model, speed, static_graph=True)
+    autocast = engine.autocast(speed, device)
+    bar = engine.Progress(f"evaluate {policy.name}/{dataset}/seed{seed}", settings.epochs, progress)
+    began = time.monotonic()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for epoch in range(start_epoch, settings.epochs):
+        model.drop_path_prob = p_max * epoch / settings.epochs
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        count = 0
+        steps = min(len(train_stream), settings.steps_per_epoch or len(train_stream))
+        batches = zip(range(steps), train_stream.epoch(), strict=False)
+        for _, (x, y) in bar.steps(epoch, batches, steps):
+            with autocast():
+                logits, aux_logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+            if aux_logits is not None:
+                loss = loss + settings.auxiliary_weight * F.cross_entropy(aux_logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+            count += y.shape[0]
+        scheduler.step()
+        train_loss, train_acc = float(loss_sum) / count, float(correct) / count
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise engine.TrialFailed(f"training loss became non-finite in epoch {epoch}")
+        entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                                 "drop_path_prob": model.drop_path_prob}
+        if settings.adaptive_drop_path and dataset in ADAPTIVE_DROP_PATH:
+            early, late = ADAPTIVE_DROP_PATH[dataset]
+            threshold, increment = early if epoch <= settings.best_after_epoch else late
+            if 100 * train_acc > threshold:
+                p_max += increment
+        if epoch > settings.best_after_epoch or epoch == settings.epochs - 1:
+            entry["test_acc"] = test_accuracy(model, test_stream, autocast)
+        history.append(entry)
+        bar.epoch_done(epoch, f"loss {train_loss:.3f} train {train_acc:.3f}"
+                       + (f" test {entry['test_acc']:.3f}" if "test_acc" in entry else ""))
+        save_checkpoint(checkpoint_path, {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "train_stream": train_stream.state_dict(),
+            "rng": rng_state(), "history": history, "p_max": p_max,
+            "wall_time_s": spent + time.monotonic() - began,
+        })
+    wall = spent + time.monotonic() - began
+    after = [h for h in history if h["epoch"] > settings.best_after_epoch and "test_acc" in h]
+    best = max(after, key=lambda h: h["test_acc"]) if after else None
+    return {
+        "final_test_acc": history[-1]["test_acc"],
+        "best_test_acc": best["test_acc"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "best_after_epoch": settings.best_after_epoch,
+        "params": count_parameters(model), "layers": model.layers, "init_channels": model.channels,
+        "drop_path_max": p_max, "history": history, "wall_time_s": wall, "epochs": settings.epochs,
+        "epochs_per_s": settings.epochs / wall if wall > 0 else None,
+        "peak_gpu_memory_bytes": engine.peak_memory_bytes(device),
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
+    }

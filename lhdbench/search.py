@@ -1,0 +1,167 @@
+"""The generic search loop: one trial = one method on one dataset with one seed.
+
+Writes `arch.npz` (ArchWeights) and `record.json` into the trial's folder, with a checkpoint after
+every epoch so that a stopped trial resumes where it left off and ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import engine
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import get_dataset
+from .data.sources import ImageSet, load_images, search_split
+from .data.stream import GpuBatchStream
+from .methods import SearchContext, SearchMethod, get_method, resolve_settings
+from .protocol import Protocol
+from .records import environment
+
+ARCH_FILE = "arch.npz"
+RECORD_FILE = "record.json"
+
+
+def _search_data(method: SearchMethod, dataset: str, data_root: Any) -> tuple[ImageSet, ImageSet | None]:
+    """(weight data, architecture data): the 50/50 split in dataset order for bilevel methods, the
+    whole training set (and no architecture data) for single-level ones (§2, §3.8)."""
+    settings = method.settings
+    train = load_images(dataset, train=True, root=data_root).head(settings.max_train_images)
+    if method.bilevel:
+        return search_split(train, settings.train_portion)
+    return train, None
+
+
+@torch.no_grad()
+def accuracy(forward: Any, stream: GpuBatchStream) -> float:
+    correct = total = 0
+    for x, y in stream.epoch():
+        correct += (forward(x).argmax(1) == y).sum()
+        total += y.shape[0]
+    return float(correct) / max(total, 1)
+
+
+def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_dir: str | Path, *,
+               device: str | torch.device | None = None, data_root: Any = None,
+               progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume, or return the finished record of) one search trial."""
+    out_dir = Path(out_dir)
+    done = engine.finished_record(out_dir / RECORD_FILE)
+    if done is not None:
+        return done
+    cls = get_method(baseline)
+    get_dataset(dataset)
+    settings, hparams = resolve_settings(cls, protocol)
+    device = engine.pick_device(device)
+    record: dict[str, Any] = {
+        "phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+        "protocol": protocol.to_dict(), "settings": protocol.replace(search=settings).to_dict()["search"],
+        "hparams": hparams, "environment": environment(device),
+    }
+    return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _search(
+        cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress))
+
+
+def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dataset: str, seed: int,
+            protocol: Protocol, out_dir: Path, device: torch.device, data_root: Any,
+            progress: bool | None) -> dict[str, Any]:
+    speed = protocol.speed
+    engine.configure(speed, device, seed)
+    method = cls(settings, hparams)
+    supernet = engine.prepare_model(method.build_supernet(get_dataset(dataset).num_classes), speed, device)
+    weight_opt, arch_opt = method.configure_optimizers(supernet)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(weight_opt, settings.epochs,
+                                                           eta_min=settings.weight_lr_min)
+    spec = get_dataset(dataset)
+    weight_data, arch_data = _search_data(method, dataset, data_root) if cls.trains else (None, None)
+    common = {"spec": spec, "batch_size": settings.batch_size, "device": device, "augment": True,
+              "channels_last": speed.channels_last}
+    # Separate seeds keep the two streams independent and each reproducible from the trial seed.
+    streams = tuple(GpuBatchStream(data, seed=2 * seed + i, **common) if data is not None else None
+                    for i, data in enumerate((weight_data, arch_data)))
+    history: list[dict[str, float]] = []
+    start_epoch, spent = 0, 0.0
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path, device)
+    if state is not None:
+        supernet.load_state_dict(state["supernet"])
+        weight_opt.load_state_dict(state["weight_optimizer"])
+        if arch_opt is not None:
+            arch_opt.load_state_dict(state["arch_optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for stream, key in zip(streams, ("weight_stream", "arch_stream"), strict=True):
+            if stream is not None:
+                stream.load_state_dict(state[key])
+        method.load_state_dict(state["method"])
+        set_rng_state(state["rng"])
+        history, start_epoch, spent = state["history"], state["epoch"] + 1, state["wall_time_s"]
+
+    forward_module = _MethodForward(method, supernet)
+    forward = engine.maybe_compile(forward_module, speed, cls.static_graph)
+    ctx = SearchContext(supernet, forward, weight_opt, arch_opt, settings, engine.autocast(speed, device))
+    bar = engine.Progress(f"search {cls.name}/{dataset}/seed{seed}", settings.epochs, progress)
+    weight_stream, arch_stream = streams
+    began = time.monotonic()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for epoch in range(start_epoch, settings.epochs if cls.trains else 0):
+        method.on_epoch_start(epoch)
+        supernet.train()
+        totals: dict[str, torch.Tensor] = {}
+        steps = min(len(weight_stream), settings.steps_per_epoch or len(weight_stream))
+        batches = zip(range(steps), weight_stream.epoch(), strict=False)
+        for _, train_batch in bar.steps(epoch, batches, steps):
+            arch_batch = arch_stream.next_batch() if arch_stream is not None else None
+            for key, value in method.step(ctx, train_batch, arch_batch).items():
+                totals[key] = totals.get(key, 0) + value
+        scheduler.step()
+        count = float(totals["count"])
+        loss = float(totals["loss_sum"]) / count
+        if not torch.isfinite(torch.tensor(loss)):
+            raise engine.TrialFailed(f"training loss became non-finite in epoch {epoch}")
+        history.append({"epoch": epoch, "train_loss": loss, "train_acc": float(totals["correct"]) / count,
+                        "lr": scheduler.get_last_lr()[0]})
+        bar.epoch_done(epoch, f"loss {loss:.3f} acc {history[-1]['train_acc']:.3f}")
+        save_checkpoint(checkpoint_path, {
+            "epoch": epoch, "supernet": supernet.state_dict(), "weight_optimizer": weight_opt.state_dict(),
+            "arch_optimizer": arch_opt.state_dict() if arch_opt is not None else None,
+            "scheduler": scheduler.state_dict(),
+            "weight_stream": weight_stream.state_dict(),
+            "arch_stream": arch_stream.state_dict() if arch_stream is not None else None,
+            "method": method.state_dict(), "rng": rng_state(), "history": history,
+            "wall_time_s": spent + time.monotonic() - began,
+        })
+    weights = method.export(supernet)
+    if not all(torch.isfinite(torch.from_numpy(m)).all() for m in weights.matrices()):
+        raise engine.TrialFailed("exported architecture weights are not finite")
+    weights = type(weights)(*weights.matrices(), metadata={
+        **weights.metadata, "method": cls.name, "dataset": dataset, "seed": seed})
+    weights.save(out_dir / ARCH_FILE)
+    summary: dict[str, Any] = {"arch_file": ARCH_FILE, "history": history}
+    if arch_stream is not None:
+        supernet.eval()
+        eval_stream = GpuBatchStream(arch_data, spec, settings.batch_size, device=device, shuffle=False,
+                                     channels_last=speed.channels_last)
+        with engine.autocast(speed, device)():
+            summary["arch_half_acc"] = accuracy(forward, eval_stream)
+    wall = spent + time.monotonic() - began
+    trained_epochs = settings.epochs if cls.trains else 0
+    summary.update(wall_time_s=wall, epochs=trained_epochs,
+                   epochs_per_s=trained_epochs / wall if wall > 0 and trained_epochs else None,
+                   peak_gpu_memory_bytes=engine.peak_memory_bytes(device))
+    return summary
+
+
+class _MethodForward(nn.Module):
+    """Wraps `method.forward(supernet, x)` as a module so it can be compiled as one graph."""
+
+    def __init__(self, method: SearchMethod, supernet: nn.Module) -> None:
+        super().__init__()
+        self.method, self.supernet = method, supernet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.forward(self.supernet, x)
