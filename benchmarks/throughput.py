@@ -33,7 +33,8 @@ from lhdbench.methods import SearchContext, get_method
 from lhdbench.protocol import SearchSettings, SpeedSettings
 from lhdbench.records import environment
 from lhdbench.search import _MethodForward
-from lhdbench.space import ArchWeights, FinalNetwork, discretize, get_policy
+from lhdbench.space import ArchWeights, FinalNetwork, Supernet, discretize, get_policy
+from lhdbench.space.supernet import MixedOp
 
 # CIFAR-10 steps per epoch at the paper batch sizes (lhd-reference.md §2, §5.4).
 SEARCH_STEPS_PER_EPOCH = 143
@@ -83,11 +84,13 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> dict[str, floa
             "peak_memory_bytes": engine.peak_memory_bytes(device)}
 
 
-def search_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: int, steps: int) -> dict:
+def search_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: int, steps: int,
+                fused: bool = True) -> dict:
     torch.manual_seed(0)
     cls = get_method("darts")
     method = cls(SearchSettings(batch_size=batch), {})
-    net = engine.prepare_model(method.build_supernet(10), speed, device)
+    supernet = method.build_supernet(10) if fused else Supernet(10, mixed_op=MixedOp)
+    net = engine.prepare_model(supernet, speed, device)
     weight_opt, arch_opt = method.configure_optimizers(net)
     forward = engine.maybe_compile(_MethodForward(method, net), speed, cls.static_graph)
     ctx = SearchContext(net, forward, weight_opt, arch_opt, method.settings, engine.autocast(speed, device))
@@ -136,7 +139,8 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 GPU, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps, compilation included")
-    parser.add_argument("--paths", default="plain,optimized")
+    parser.add_argument("--paths", default="plain,fused-fp32,optimized",
+                        help="fused-fp32 applies to the search part only")
     parser.add_argument("--parts", default="search,train")
     parser.add_argument("--compile-search", action="store_true", help="also compile the supernet")
     args = parser.parse_args()
@@ -150,8 +154,13 @@ def main() -> None:
     # torch.compile of the whole supernet (8 cells x 20 edges x 7 ops, unrolled, with its backward)
     # did not finish compiling within 9 minutes on an H100, so the search path is measured without it
     # unless asked for.
+    # The plain search path is the per-edge reference cell (`MixedOp`); the others use the fused
+    # cell, which computes the same values (tests/test_fused.py).
     paths = {
         "search": {"plain": SpeedSettings(),
+                   "fused-fp32": SpeedSettings(),
+                   "fused-bf16": SpeedSettings(precision="bf16"),
+                   "fused-fp32-channels-last": SpeedSettings(channels_last=True),
                    "optimized": SpeedSettings(precision="bf16", channels_last=True,
                                               compile=gpu and args.compile_search)},
         "train": {"plain": SpeedSettings(),
@@ -165,8 +174,13 @@ def main() -> None:
             run = search_step if part == "search" else train_step
             batch = search_batch if part == "search" else train_batch
             print(f"{part} / {name} ...", file=sys.stderr, flush=True)
+            if name not in paths[part]:
+                continue
             speed = paths[part][name]
-            result = run(speed, device, batch, warmup, steps)
+            extra = {"fused": name != "plain"} if part == "search" else {}
+            result = run(speed, device, batch, warmup, steps, **extra)
+            result["implementation"] = ("fused cell" if extra.get("fused") else "reference cell") \
+                if part == "search" else "final network"
             result["speed"] = {"precision": speed.precision, "channels_last": speed.channels_last,
                                "compile": speed.compile}
             results["results"][f"{part}/{name}"] = result

@@ -302,7 +302,8 @@ def test_overrides_apply_and_validate():
                                        "speed": {"precision": "fp32"}})
     assert (protocol.evaluate.epochs, protocol.evaluate.best_after_epoch) == (150, 100)
     assert protocol.evaluate.lr == 0.025 and protocol.speed.precision == "fp32"
-    assert protocol.speed.channels_last is True
+    # The keys not overridden keep the preset's values.
+    assert protocol.speed == dataclasses.replace(load_protocol("paper").speed, precision="fp32")
     assert protocol.name == "paper"
     raises_one_line(r"^evaluate\.epochs: expected a positive integer, got 0", load_protocol, "paper",
                     {"evaluate": {"epochs": 0}})

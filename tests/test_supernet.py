@@ -51,15 +51,19 @@ def test_weight_parameter_count(classes, count):
     assert n_weights(Supernet(classes)) == count
 
 
-def test_weight_parameter_breakdown(supernet):
+@pytest.mark.parametrize(("mixed_op", "edge_modules"), [(None, ".groups."), (MixedOp, ".edges.")],
+                         ids=["fused", "reference"])
+def test_weight_parameter_breakdown(mixed_op, edge_modules):
     # §1.3: stems 1,856; preprocess1 66,048; preprocess0 2,560; MixedOps 486,400; classifier 3,850.
+    net = Supernet(10, mixed_op=mixed_op)
+
     def count(prefix_test):
-        return sum(p.numel() for name, p in supernet.named_parameters() if prefix_test(name))
+        return sum(p.numel() for name, p in net.named_parameters() if prefix_test(name))
 
     assert count(lambda n: n.startswith("stem_")) == 1_856
     assert count(lambda n: ".preprocess1." in n) == 66_048
     assert count(lambda n: ".preprocess0." in n) == 2_560
-    assert count(lambda n: ".edges." in n) == 486_400
+    assert count(lambda n: edge_modules in n) == 486_400
     assert count(lambda n: n.startswith("classifier.")) == 3_850
 
 

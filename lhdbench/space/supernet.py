@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import FusedSearchCell
 from .layout import NUM_EDGES, NUM_NODES, NUM_OPS, OUTPUT_PATHS, node_rows
 from .ops import PRIMITIVES, ReLUConvBN, build_op
 
@@ -99,6 +100,10 @@ WeightsFn = Callable[["Supernet", bool, float], CellWeights]
 class Supernet(nn.Module):
     """The search network: two stems, `layers` cells, global pooling and a linear classifier.
 
+    With no `mixed_op`, cells use the fused implementation (`fused.py`), which computes the same
+    values with far fewer kernels; pass `mixed_op=MixedOp` (or a method's own edge module) for the
+    per-edge reference cells.
+
     Architecture parameters are registered `nn.Parameter`s (so they checkpoint) and are kept apart
     from the network weights: use `arch_parameters()` and `weight_parameters()`.
     """
@@ -106,7 +111,7 @@ class Supernet(nn.Module):
     ARCH_NAMES = ("alphas_normal", "alphas_reduce", "alphas_normal_output", "alphas_reduce_output")
 
     def __init__(self, num_classes: int, channels: int = 16, layers: int = 8,
-                 mixed_op: MixedOpFactory = MixedOp, stem_multiplier: int = 3) -> None:
+                 mixed_op: MixedOpFactory | None = None, stem_multiplier: int = 3) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem_0 = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False),
@@ -120,7 +125,10 @@ class Supernet(nn.Module):
             reduction = index in reductions
             if reduction:
                 c_cur *= 2
-            self.cells.append(SearchCell(c_sum, c_concat, c_cur, reduction, mixed_op))
+            if mixed_op is None:  # the standard mixture: the fused implementation
+                self.cells.append(FusedSearchCell(c_sum, c_concat, c_cur, reduction))
+            else:
+                self.cells.append(SearchCell(c_sum, c_concat, c_cur, reduction, mixed_op))
             c_sum, c_concat = c_cur, NUM_NODES * c_cur
         self.classifier = nn.Linear(c_sum + c_concat, num_classes)
         # DARTS-style init 1e-3 * N(0, 1) (§1.4); methods may re-initialize.
