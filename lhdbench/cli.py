@@ -78,6 +78,29 @@ def arch_show(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def baselines_list(args: argparse.Namespace) -> int:
+    from .methods import get_method, method_names, method_source, plugin_failures
+
+    rows = []
+    for name in method_names():
+        cls = get_method(name)
+        rows.append({"name": name, "description": cls.description, "paper": cls.paper,
+                     "source": method_source(name), "defaults": dict(cls.defaults),
+                     "bilevel": cls.bilevel, "trains": cls.trains})
+    failures = plugin_failures()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for row in rows:
+            print(f"{row['name']:<{width}}  {row['description']}")
+            print(f"{'':<{width}}  paper: {row['paper'] or '-'}; source: {row['source']}")
+    for failure in failures:
+        print(f"lhdbench: plugin {failure.name} failed to load: {failure.error}", file=sys.stderr)
+    return 0
+
+
 def _protocol(args: argparse.Namespace):
     from .protocol import load_protocol
 
@@ -136,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--dataset", choices=list(DATASETS), default="cifar10")
     show.add_argument("--json", action="store_true", help="one JSON object per line per file")
     show.set_defaults(handler=arch_show)
+
+    baselines = commands.add_parser("baselines", help="search methods")
+    baselines_commands = baselines.add_subparsers(dest="baselines_command", required=True)
+    listing = baselines_commands.add_parser(
+        "list", help="every registered method with its description and where it comes from")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line per method")
+    listing.set_defaults(handler=baselines_list)
 
     search = commands.add_parser("search", help="run one architecture search")
     search.add_argument("--baseline", required=True, help="search method (see the baselines folder)")

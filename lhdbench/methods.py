@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,13 +110,17 @@ class SearchMethod:
         then an SGD step on the weights with a weight-half batch (§2)."""
         assert arch is not None and ctx.arch_optimizer is not None
         ctx.arch_optimizer.zero_grad(set_to_none=True)
-        arch_loss, _ = ctx.loss(*arch)
+        arch_loss = self.arch_loss(ctx, *arch)
         # Only the architecture gradient is used, so skip the weights' gradient kernels.
         arch_loss.backward(inputs=ctx.arch_params)
         ctx.arch_optimizer.step()
         loss, logits = ctx.loss(*train)
         ctx.weight_update(loss)
         return batch_metrics(loss, logits, train[1])
+
+    def arch_loss(self, ctx: SearchContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss the architecture step minimizes; override to add a regularizer."""
+        return ctx.loss(x, y)[0]
 
     def export_temperature(self) -> float:
         return 1.0
@@ -136,28 +141,77 @@ class SearchMethod:
         self.epoch = int(state["epoch"])
 
 
+ENTRY_POINT_GROUP = "lhdbench.baselines"
 _REGISTRY: dict[str, type[SearchMethod]] = {}
+_SOURCES: dict[str, str] = {}
+_FAILURES: dict[str, str] = {}
+_discovered = False
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A baseline module or entry point that could not be loaded."""
+
+    name: str
+    error: str
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register(cls: type[SearchMethod]) -> type[SearchMethod]:
     """Class decorator: add a method under its `name`; a second definition of a name is an error."""
-    if not cls.name:
-        raise ValueError(f"{cls.__module__}.{cls.__qualname__} has no `name`")
+    if not (isinstance(cls, type) and issubclass(cls, SearchMethod)):
+        raise TypeError(f"{cls!r} is not a SearchMethod subclass")
+    if not cls.name or cls.name != cls.name.strip() or " " in cls.name:
+        raise ValueError(f"{_where(cls)} needs a `name` without spaces")
+    if not cls.description or "\n" in cls.description:
+        raise ValueError(f"{_where(cls)} needs a one-line `description`")
     existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"search method {cls.name!r} is defined twice: "
-                         f"{existing.__module__}.{existing.__qualname__} and "
-                         f"{cls.__module__}.{cls.__qualname__}")
+    if existing is not None and _where(existing) != _where(cls):
+        raise ValueError(f"search method {cls.name!r} is defined twice: {_where(existing)} and {_where(cls)}")
     _REGISTRY[cls.name] = cls
+    _SOURCES.setdefault(cls.name, cls.__module__)
     return cls
 
 
 def discover() -> None:
-    """Import every module of `lhdbench.baselines` so that each registers itself."""
+    """Import every module of `lhdbench.baselines` and every `lhdbench.baselines` entry point, once.
+
+    A plugin that fails to import is remembered with its error (see `plugin_failures`) and does not
+    stop the others from loading."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
     import lhdbench.baselines as package
 
     for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+        qualified = f"{package.__name__}.{module.name}"
+        try:
+            importlib.import_module(qualified)
+        except Exception as error:  # a broken plugin must not hide the others
+            _FAILURES[qualified] = f"{type(error).__name__}: {error}"
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        label = f"entry point {entry.name} = {entry.value}"
+        try:
+            loaded = entry.load()
+            if isinstance(loaded, type) and issubclass(loaded, SearchMethod):
+                register(loaded)
+                classes = [loaded]
+            else:
+                classes = [c for c in _REGISTRY.values() if c.__module__ == getattr(loaded, "__name__", "")]
+            dist = entry.dist.name if entry.dist is not None else "unknown distribution"
+            for cls in classes:
+                _SOURCES[cls.name] = f"{cls.__module__} (plugin package {dist})"
+        except Exception as error:
+            _FAILURES[label] = f"{type(error).__name__}: {error}"
+
+
+def plugin_failures() -> list[PluginFailure]:
+    discover()
+    return [PluginFailure(name, error) for name, error in sorted(_FAILURES.items())]
 
 
 def method_names() -> list[str]:
@@ -165,13 +219,20 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_source(name: str) -> str:
+    """Where a registered method was defined: its module, and its package for an installed plugin."""
+    discover()
+    return _SOURCES[name]
+
+
 def get_method(name: str) -> type[SearchMethod]:
     discover()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; known baselines: {', '.join(sorted(_REGISTRY))}") \
-            from None
+        known = ", ".join(sorted(_REGISTRY))
+        failed = f" (plugins that failed to load: {', '.join(sorted(_FAILURES))})" if _FAILURES else ""
+        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}{failed}") from None
 
 
 def resolve_settings(cls: type[SearchMethod], protocol: Protocol) -> tuple[SearchSettings, dict[str, Any]]:

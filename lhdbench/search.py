@@ -78,7 +78,10 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
                                                            eta_min=settings.weight_lr_min)
     spec = get_dataset(dataset)
     weight_data, arch_data = _search_data(method, dataset, data_root) if cls.trains else (None, None)
-    common = {"spec": spec, "batch_size": settings.batch_size, "device": device, "augment": True,
+    # A batch never exceeds its split: a method's paper batch (PC-DARTS 576) on a capped smoke split
+    # would otherwise wrap the same few images many times per step.
+    batch = min([settings.batch_size] + [len(d) for d in (weight_data, arch_data) if d is not None])
+    common = {"spec": spec, "batch_size": batch, "device": device, "augment": True,
               "channels_last": speed.channels_last}
     # Separate seeds keep the two streams independent and each reproducible from the trial seed.
     streams = tuple(GpuBatchStream(data, seed=2 * seed + i, **common) if data is not None else None
