@@ -1,0 +1,106 @@
+"""SP-DARTS (Ding & Zhang, arXiv 2306.06858) as the LHD code runs it (lhd-reference.md §3.7, §7 item 12).
+
+DARTS with a small softmax temperature and mixed sparsity:
+
+* warm-up (epochs 0..w-1): temp = 1 and C = 0, so every step runs at warmup_factor * temp = 10 (the
+  upstream code's effective warm-up temperature, `warmup_temperature: 10`; the authors describe the
+  warm-up as temperature 1, which `warmup_temperature: 1` gives);
+* epoch e >= w: temp = small_temperature (0.0015) and C = (e - w + 1) / (epochs - w), rising linearly
+  to 1 in the last epoch. Each step draws one Bernoulli(C): the step runs at temp if it is 1, else at
+  warmup_factor * temp (0.015). The same temperature serves the step's arch and weight forwards.
+
+The temperature divides the joint node softmax and the sum-path softmax; the concat sigmoid takes none
+(the supernet's `temperature` argument does exactly this). The weight LR is constant (lr_min = lr =
+0.025). The architecture is exported at T = small_temperature, so it is near one-hot. The final
+arch-half accuracy (eval mode) uses T = infer_temperature = small_temperature / 10, as upstream's infer.
+
+Warm-up length: `warmup_epochs` counts epochs of the 50-epoch paper search; with `scale_warmup` (the
+default) a search of E epochs warms up for round(warmup_epochs * E / 50) epochs (half rounds up), which is
+5 at E = 50 and 0 for the 2-epoch smoke search, so short runs still exercise the post-warm-up path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lhdbench.methods import SearchContext, SearchMethod, register
+from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.space import Supernet
+
+PAPER_EPOCHS = 50  # the search length warmup_epochs refers to (lhd-reference.md §2)
+
+
+@register
+class SpDarts(SearchMethod):
+    name = "spdarts"
+    description = "DARTS at small softmax temperature 0.0015, mixed per step with 10x, after a warm-up"
+    paper = ("Ding, Zhang. Robustifying DARTS by Eliminating Information Bypass Leakage via Explicit "
+             "Sparse Regularization. arXiv 2306.06858, 2023")
+    defaults = {"weight_lr": 0.025, "weight_lr_min": 0.025, "warmup_epochs": 5, "scale_warmup": True,
+                "warmup_temperature": 10.0, "small_temperature": 0.0015, "warmup_factor": 10.0,
+                "infer_temperature": 0.00015}
+
+    def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
+        super().__init__(settings, hparams)
+        h = self.hparams
+        self.warmup_temperature = float(h["warmup_temperature"])
+        self.small_temperature = float(h["small_temperature"])
+        self.warmup_factor = float(h["warmup_factor"])
+        self.infer_temperature = float(h["infer_temperature"])
+        for key in ("warmup_temperature", "small_temperature", "warmup_factor", "infer_temperature"):
+            if not getattr(self, key) > 0:
+                raise ProtocolError(f"methods.spdarts.{key}: expected a positive number, got {h[key]!r}")
+        if isinstance(h["warmup_epochs"], bool) or not isinstance(h["warmup_epochs"], int) \
+                or h["warmup_epochs"] < 0:
+            raise ProtocolError(f"methods.spdarts.warmup_epochs: expected an integer >= 0, "
+                                f"got {h['warmup_epochs']!r}")
+        if not isinstance(h["scale_warmup"], bool):
+            raise ProtocolError(f"methods.spdarts.scale_warmup: expected true or false, "
+                                f"got {h['scale_warmup']!r}")
+        self.warmup = self.warmup_length(settings.epochs)
+        self.on_epoch_start(0)
+
+    def warmup_length(self, epochs: int) -> int:
+        """Warm-up epochs of a search of `epochs` epochs."""
+        warmup = int(self.hparams["warmup_epochs"])
+        if self.hparams["scale_warmup"]:
+            return math.floor(warmup * epochs / PAPER_EPOCHS + 0.5)
+        return warmup
+
+    def schedule(self, epoch: int) -> tuple[float, float, float]:
+        """(sparse temperature, dense temperature, C) during `epoch`: a step runs at the sparse one
+        with probability C. Upstream's warm-up is temp = 1, C = 0: always the dense 10 * temp."""
+        if epoch < self.warmup:
+            return self.warmup_temperature, self.warmup_temperature, 0.0
+        return (self.small_temperature, self.warmup_factor * self.small_temperature,
+                (epoch - self.warmup + 1) / (self.settings.epochs - self.warmup))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.sparse_temperature, self.dense_temperature, self.sparse_probability = self.schedule(epoch)
+        self.temperature = self.dense_temperature
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)  # the schedule is a function of the epoch; draws use torch's RNG
+        self.sparse_temperature, self.dense_temperature, self.sparse_probability = self.schedule(self.epoch)
+
+    def draw_temperature(self) -> float:
+        """One Bernoulli(C) draw from torch's global CPU generator (checkpointed by the loop): the
+        sparse temperature if it is 1, else the dense one."""
+        sparse = bool(torch.rand(()) < self.sparse_probability)
+        return self.sparse_temperature if sparse else self.dense_temperature
+
+    def step(self, ctx: SearchContext, train: tuple[torch.Tensor, torch.Tensor],
+             arch: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        self.temperature = self.draw_temperature()  # read by `forward` for both of the step's passes
+        return super().step(ctx, train, arch)
+
+    def forward(self, supernet: Supernet, x: torch.Tensor) -> torch.Tensor:
+        return supernet(x, temperature=self.temperature if supernet.training else self.infer_temperature)
+
+    def export_temperature(self) -> float:
+        return self.small_temperature
