@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,13 +21,31 @@ class TrialFailed(RuntimeError):
     """A trial that cannot produce a valid result; the message is the one-line reason recorded."""
 
 
-def finished_record(record_path: Path) -> dict[str, Any] | None:
-    """The record of a trial that already finished successfully, else None."""
+class TrialMismatch(ValueError):
+    """A trial folder that holds another trial's record or checkpoint; nothing is written."""
+
+
+def finished_record(record_path: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a trial that already finished successfully, else None. A folder that holds
+    another trial's record is an error, never silently reused."""
     if record_path.exists():
         record = read_json(record_path)
+        check_inputs(record.get("inputs"), inputs, record_path)
         if record.get("status") == "done":
             return record
     return None
+
+
+def check_inputs(stored: dict[str, Any] | None, inputs: dict[str, Any], where: Path) -> None:
+    """Refuse to reuse a record or checkpoint that another trial (other inputs) wrote."""
+    if stored is None:
+        return
+    stored = json.loads(json.dumps(stored))
+    wanted = json.loads(json.dumps(inputs))
+    if stored != wanted:
+        differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        raise TrialMismatch(f"{where} belongs to another trial (differs in {', '.join(differing)}); "
+                         "use another --out folder")
 
 
 def run_recorded(record_path: Path, record: dict[str, Any],
@@ -36,6 +55,8 @@ def run_recorded(record_path: Path, record: dict[str, Any],
     started = time.monotonic()
     try:
         summary = body()
+    except TrialMismatch:
+        raise  # the folder is another trial's: leave its files alone
     except Exception as error:
         text = str(error) if isinstance(error, TrialFailed) else f"{type(error).__name__}: {error}"
         reason = (text.strip().splitlines() or [type(error).__name__])[0]
@@ -50,7 +71,13 @@ def run_recorded(record_path: Path, record: dict[str, Any],
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The requested device, else the first visible GPU, else the CPU."""
     if device is not None:
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; use e.g. cpu, cuda or cuda:0") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible")
+        return chosen
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 

@@ -8,6 +8,7 @@ because the published numbers use it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -73,23 +74,27 @@ def run_evaluation(weights: ArchWeights, policy: Policy, dataset: str, seed: int
                    inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume, or return the finished record of) one evaluation trial."""
     out_dir = Path(out_dir)
-    done = engine.finished_record(out_dir / RECORD_FILE)
+    digest = hashlib.sha256(b"".join(m.tobytes() for m in weights.matrices())).hexdigest()
+    trial = {"phase": "evaluate", "arch_sha256": digest, "policy": policy.name, "dataset": dataset,
+             "seed": seed, "protocol": protocol.to_dict()}
+    done = engine.finished_record(out_dir / RECORD_FILE, trial)
     if done is not None:
         return done
     spec = get_dataset(dataset)
     genotype = discretize(weights, policy)
     device = engine.pick_device(device)
     record: dict[str, Any] = {
-        "phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
+        "inputs": trial, "phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
         "protocol": protocol.to_dict(), "genotype": genotype.to_dict(),
         "arch_metadata": weights.metadata, **(inputs or {}), "environment": environment(device),
     }
     return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _train(
-        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress))
+        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, trial))
 
 
 def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol: Protocol,
-           out_dir: Path, device: torch.device, data_root: Any, progress: bool | None) -> dict[str, Any]:
+           out_dir: Path, device: torch.device, data_root: Any, progress: bool | None,
+           inputs: dict[str, Any]) -> dict[str, Any]:
     settings, speed, spec = protocol.evaluate, protocol.speed, get_dataset(dataset)
     engine.configure(speed, device, seed)
     model = engine.prepare_model(build_network(genotype, policy, spec.num_classes, settings), speed, device)
@@ -110,6 +115,7 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
     checkpoint_path = out_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path, device)
     if state is not None:
+        engine.check_inputs(state["inputs"], inputs, checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -161,7 +167,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         bar.epoch_done(epoch, f"loss {train_loss:.3f} train {train_acc:.3f}"
                        + (f" test {entry['test_acc']:.3f}" if "test_acc" in entry else ""))
         save_checkpoint(checkpoint_path, {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "inputs": inputs, "epoch": epoch, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "train_stream": train_stream.state_dict(),
             "rng": rng_state(), "history": history, "p_max": p_max,
             "wall_time_s": spent + time.monotonic() - began,

@@ -50,7 +50,9 @@ def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_d
                progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume, or return the finished record of) one search trial."""
     out_dir = Path(out_dir)
-    done = engine.finished_record(out_dir / RECORD_FILE)
+    inputs = {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+              "protocol": protocol.to_dict()}
+    done = engine.finished_record(out_dir / RECORD_FILE, inputs)
     if done is not None:
         return done
     cls = get_method(baseline)
@@ -58,17 +60,17 @@ def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_d
     settings, hparams = resolve_settings(cls, protocol)
     device = engine.pick_device(device)
     record: dict[str, Any] = {
-        "phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+        "inputs": inputs, "phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
         "protocol": protocol.to_dict(), "settings": protocol.replace(search=settings).to_dict()["search"],
         "hparams": hparams, "environment": environment(device),
     }
     return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _search(
-        cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress))
+        cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress, inputs))
 
 
 def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dataset: str, seed: int,
             protocol: Protocol, out_dir: Path, device: torch.device, data_root: Any,
-            progress: bool | None) -> dict[str, Any]:
+            progress: bool | None, inputs: dict[str, Any]) -> dict[str, Any]:
     speed = protocol.speed
     engine.configure(speed, device, seed)
     method = cls(settings, hparams)
@@ -91,6 +93,7 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
     checkpoint_path = out_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path, device)
     if state is not None:
+        engine.check_inputs(state["inputs"], inputs, checkpoint_path)
         supernet.load_state_dict(state["supernet"])
         weight_opt.load_state_dict(state["weight_optimizer"])
         if arch_opt is not None:
@@ -130,7 +133,8 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
                         "lr": scheduler.get_last_lr()[0]})
         bar.epoch_done(epoch, f"loss {loss:.3f} acc {history[-1]['train_acc']:.3f}")
         save_checkpoint(checkpoint_path, {
-            "epoch": epoch, "supernet": supernet.state_dict(), "weight_optimizer": weight_opt.state_dict(),
+            "inputs": inputs, "epoch": epoch, "supernet": supernet.state_dict(),
+            "weight_optimizer": weight_opt.state_dict(),
             "arch_optimizer": arch_opt.state_dict() if arch_opt is not None else None,
             "scheduler": scheduler.state_dict(),
             "weight_stream": weight_stream.state_dict(),

@@ -60,12 +60,11 @@ def test_smoke_search(name, tmp_path):
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    cls.on_epoch_start = stop_at_epoch_1
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        # monkeypatch removes the attribute again instead of leaving a copy on `cls`
+        patch.setattr(cls, "on_epoch_start", stop_at_epoch_1)
         with pytest.raises(KeyboardInterrupt):
             run_search(name, "digits", 3, SMOKE, tmp_path / "resumed", progress=False)
-    finally:
-        cls.on_epoch_start = original
     assert not (tmp_path / "resumed" / RECORD_FILE).exists()
     run_search(name, "digits", 3, SMOKE, tmp_path / "resumed", progress=False)
     resumed = load_arch_weights(tmp_path / "resumed" / ARCH_FILE)

@@ -57,13 +57,11 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
             self._stop_after = getattr(self, "_stop_after", 0) + 1
         return original(self, mode)
 
-    FinalNetwork.train = stop_in_epoch_2
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FinalNetwork, "train", stop_in_epoch_2)
         with pytest.raises(KeyboardInterrupt):
             run_evaluation(weights(1), get_policy("3ops"), "digits", 2, protocol, tmp_path / "cut",
                            progress=False)
-    finally:
-        FinalNetwork.train = original
     assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / RECORD_FILE).exists()
     resumed = run_evaluation(weights(1), get_policy("3ops"), "digits", 2, protocol, tmp_path / "cut",
                              progress=False)

@@ -29,6 +29,8 @@ def run_cli(args, pythonpath: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_a_duplicate_name_is_refused_naming_both_definitions():
+    get_method("darts")  # load the real one first, whatever order the tests run in
+
     class Impostor(SearchMethod):
         name = "darts"
         description = "not the real DARTS"

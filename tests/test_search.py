@@ -62,19 +62,18 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
     run_search("darts", "digits", 1, longer, tmp_path / "whole", progress=False)
 
     stopped = tmp_path / "stopped"
-    original = SearchMethod.on_epoch_start
+    original = get_method("darts").on_epoch_start
 
     def stop_at_epoch_1(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
         original(self, epoch)
 
-    SearchMethod.on_epoch_start = stop_at_epoch_1
-    try:
+    darts = get_method("darts")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(darts, "on_epoch_start", stop_at_epoch_1)
         with pytest.raises(KeyboardInterrupt):
             run_search("darts", "digits", 1, longer, stopped, progress=False)
-    finally:
-        SearchMethod.on_epoch_start = original
     assert (stopped / "checkpoint.pt").exists() and not (stopped / RECORD_FILE).exists()
     resumed = run_search("darts", "digits", 1, longer, stopped, progress=False)
     whole = json.loads((tmp_path / "whole" / RECORD_FILE).read_text())
@@ -136,3 +135,21 @@ def test_channels_last_supernet_matches_contiguous():
     expected = net(x)
     net = net.to(memory_format=torch.channels_last)
     torch.testing.assert_close(net(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_folder_of_another_trial_is_refused(tmp_path, smoke):
+    run_search("darts", "digits", 0, smoke, tmp_path, progress=False)
+    before = (tmp_path / RECORD_FILE).read_bytes()
+    with pytest.raises(ValueError, match="belongs to another trial .*seed"):
+        run_search("darts", "digits", 7, smoke, tmp_path, progress=False)
+    assert (tmp_path / RECORD_FILE).read_bytes() == before
+    (tmp_path / RECORD_FILE).unlink()  # only the checkpoint is left: still refused
+    with pytest.raises(ValueError, match="belongs to another trial"):
+        run_search("darts", "digits", 7, smoke, tmp_path, progress=False)
+
+
+def test_a_bad_device_is_a_usage_error():
+    from lhdbench.engine import pick_device
+
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("foo")
