@@ -47,13 +47,33 @@ def test_fused_cell_matches_the_reference_cell(reduction):
         sum_out, concat = cell(s0, s1, weights)
         loss = (sum_out * torch.linspace(-1, 1, sum_out.numel(), dtype=torch.double).view_as(sum_out)).sum() \
             + (concat ** 2).mean()
-        grads = torch.autograd.grad(loss, [alphas, out_alphas, s0, s1])
+        cell.zero_grad()
+        grads = torch.autograd.grad(loss, [alphas, out_alphas, s0, s1], retain_graph=True)
+        loss.backward()  # the cells' own weights
         results.append((sum_out.detach(), concat.detach(), grads))
     (ref_sum, ref_cat, ref_grads), (f_sum, f_cat, f_grads) = results
     torch.testing.assert_close(f_sum, ref_sum)
     torch.testing.assert_close(f_cat, ref_cat)
     for got, expected in zip(f_grads, ref_grads, strict=True):
         torch.testing.assert_close(got, expected)
+    # Every conv weight gets the gradient its reference edge gets.
+    for name in ("preprocess0", "preprocess1"):
+        for (_, a), (_, b) in zip(getattr(reference, name).named_parameters(),
+                                  getattr(fused, name).named_parameters(), strict=True):
+            torch.testing.assert_close(b.grad, a.grad)
+    for source, group in enumerate(fused.groups):
+        first = NUM_NODES - group.edges
+        for e in range(group.edges):
+            edge = reference.edges[node_rows(first + e).start + source]
+            for k, conv in enumerate(group.convs):
+                got = conv.weight.grad.view(group.channels, group.edges, *conv.weight.shape[1:])[:, e]
+                torch.testing.assert_close(got, edge.ops[3 + k][1].weight.grad)
+            if group.stride == 2:
+                half = group.channels // 2
+                for index in ("1", "2"):
+                    target = getattr(group, f"reduce_{index}").weight
+                    got = target.grad.view(group.edges, half, *target.shape[1:])[e]
+                    torch.testing.assert_close(got, getattr(edge.ops[2], f"conv_{index}").weight.grad)
 
     # Eval mode uses running statistics, which the shared BNs accumulate identically.
     reference.eval(), fused.eval()
