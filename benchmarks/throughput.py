@@ -49,14 +49,8 @@ def sync(device: torch.device) -> None:
 def fixed_arch_weights(seed: int = 0) -> ArchWeights:
     """A fixed random architecture, so the benchmark needs no files (the device gets no ../shared)."""
     rng = np.random.default_rng(seed)
-    nodes = []
-    for n in (2, 3, 4, 5, 6):
-        block = np.exp(rng.normal(size=(n, 7)))
-        nodes.append(block / block.sum())
-    node = np.concatenate(nodes).astype(np.float32)
-    row = np.exp(rng.normal(size=5))
-    out = np.stack([row / row.sum(), 1 / (1 + np.exp(-rng.normal(size=5)))]).astype(np.float32)
-    return ArchWeights(node, node.copy(), out, out.copy())
+    nodes, outputs = rng.normal(size=(20, 7)), rng.normal(size=(2, 5))
+    return ArchWeights.from_logits(nodes, nodes, outputs, outputs)
 
 
 def stream(n: int, batch: int, device: torch.device, channels_last: bool, cutout: int) -> GpuBatchStream:

@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -34,14 +34,13 @@ class SearchContext:
     arch_optimizer: torch.optim.Optimizer | None
     settings: SearchSettings
     autocast: Callable[[], Any]
+    # Filled once here rather than on every access: the step loop is host-bound (docs/speed.md).
+    weight_params: list[nn.Parameter] = field(init=False)
+    arch_params: list[nn.Parameter] = field(init=False)
 
-    @property
-    def weight_params(self) -> list[nn.Parameter]:
-        return self.supernet.weight_parameters()
-
-    @property
-    def arch_params(self) -> list[nn.Parameter]:
-        return self.supernet.arch_parameters()
+    def __post_init__(self) -> None:
+        self.weight_params = self.supernet.weight_parameters()
+        self.arch_params = self.supernet.arch_parameters()
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy and logits of one batch (under the protocol's autocast)."""

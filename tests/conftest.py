@@ -81,33 +81,9 @@ def archs_dir() -> Path:
 
 # --- building valid ArchWeights -------------------------------------------------------------------
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def node_logits_to_weights(logits: np.ndarray) -> np.ndarray:
-    """(20, 7) logits -> joint softmax per node block (node i: rows i(i+3)/2 .. +i+2)."""
-    out = np.empty((20, 7), dtype=np.float64)
-    for node in range(5):
-        start = node * (node + 3) // 2
-        rows = slice(start, start + node + 2)
-        out[rows] = _softmax(logits[rows].reshape(-1)).reshape(node + 2, 7)
-    return out.astype(np.float32)
-
-
-def output_logits_to_weights(logits: np.ndarray) -> np.ndarray:
-    """(2, 5) logits -> row 0 softmax (sum path), row 1 sigmoid (concat gates)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    return np.stack([_softmax(logits[0]), 1.0 / (1.0 + np.exp(-logits[1]))]).astype(np.float32)
-
-
 def arch_weights_from_logits(normal: np.ndarray, reduce: np.ndarray, normal_output: np.ndarray,
                              reduce_output: np.ndarray, metadata: dict | None = None) -> ArchWeights:
-    return ArchWeights(node_logits_to_weights(normal), node_logits_to_weights(reduce),
-                       output_logits_to_weights(normal_output), output_logits_to_weights(reduce_output),
-                       metadata=metadata or {})
+    return ArchWeights.from_logits(normal, reduce, normal_output, reduce_output, metadata)
 
 
 def random_arch_weights(rng: np.random.Generator, scale: float = 1.0,

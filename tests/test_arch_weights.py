@@ -305,3 +305,19 @@ def test_constructor_accepts_float32_rounding(weights):
     normal = weights.normal.copy()
     normal[0, 0] += 1e-4  # within the float32 tolerance of real files (§1.5)
     ArchWeights(normal, weights.reduce, weights.normal_output, weights.reduce_output)
+
+
+def test_from_logits_applies_the_supernets_transforms():
+    import torch
+
+    from lhdbench.space.supernet import lhd_cell_weights
+
+    rng = np.random.default_rng(7)
+    nodes, outputs = rng.normal(size=(20, 7)), rng.normal(size=(2, 5))
+    weights = ArchWeights.from_logits(nodes, 2 * nodes, outputs, -outputs, metadata={"method": "x"})
+    for got_nodes, got_out, (n, o) in ((weights.normal, weights.normal_output, (nodes, outputs)),
+                                       (weights.reduce, weights.reduce_output, (2 * nodes, -outputs))):
+        expected = lhd_cell_weights(torch.from_numpy(n), torch.from_numpy(o))
+        np.testing.assert_allclose(got_nodes, expected.nodes.numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got_out, expected.outputs.numpy(), rtol=1e-6, atol=1e-7)
+    assert weights.metadata == {"method": "x"}

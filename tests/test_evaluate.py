@@ -15,14 +15,8 @@ from lhdbench.space.network import FinalNetwork
 
 def weights(seed=0) -> ArchWeights:
     rng = np.random.default_rng(seed)
-    node = []
-    for n in (2, 3, 4, 5, 6):
-        block = np.exp(rng.normal(size=(n, 7)))
-        node.append(block / block.sum())
-    nodes = np.concatenate(node).astype(np.float32)
-    sum_row = np.exp(rng.normal(size=5))
-    out = np.stack([sum_row / sum_row.sum(), 1 / (1 + np.exp(-rng.normal(size=5)))]).astype(np.float32)
-    return ArchWeights(nodes, nodes.copy(), out, out.copy())
+    nodes, outputs = rng.normal(size=(20, 7)), rng.normal(size=(2, 5))
+    return ArchWeights.from_logits(nodes, nodes, outputs, outputs)
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,31 @@ class ArchWeights:
         if reserved:
             raise ArchFileError(f"metadata keys {sorted(reserved)} are reserved for the file header")
 
+    @classmethod
+    def from_logits(cls, normal: np.ndarray, reduce: np.ndarray, normal_output: np.ndarray,
+                    reduce_output: np.ndarray, metadata: dict[str, Any] | None = None) -> ArchWeights:
+        """Apply the plain LHD transforms to raw parameters: joint softmax per node block, softmax of
+        output row 0, sigmoid of output row 1 (lhd-reference.md §1.4)."""
+
+        def softmax(x: np.ndarray) -> np.ndarray:
+            e = np.exp(x - x.max())
+            return e / e.sum()
+
+        def nodes(logits: np.ndarray) -> np.ndarray:
+            logits = np.asarray(logits, dtype=np.float64)
+            out = np.empty_like(logits)
+            for node in range(NUM_NODES):
+                block = logits[node_rows(node)]
+                out[node_rows(node)] = softmax(block.reshape(-1)).reshape(block.shape)
+            return out
+
+        def outputs(logits: np.ndarray) -> np.ndarray:
+            logits = np.asarray(logits, dtype=np.float64)
+            return np.stack([softmax(logits[0]), 1.0 / (1.0 + np.exp(-logits[1]))])
+
+        return cls(nodes(normal), nodes(reduce), outputs(normal_output), outputs(reduce_output),
+                   metadata=metadata or {})
+
     def matrices(self) -> list[np.ndarray]:
         return [getattr(self, name) for name in MATRICES]
 
