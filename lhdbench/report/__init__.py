@@ -1,0 +1,30 @@
+"""The leaderboard report: tables, ranks, statistics and plots from a results store.
+
+It reads only the store (records and plan), never the trials' working folders or Ray's files, so a
+report can be regenerated anywhere the store is copied to.
+
+    from lhdbench.report import build_report, write_report
+    report = build_report("runs/paper", metric="final")
+    write_report(report, "results/paper", formats=("md", "csv", "tex", "png", "pdf"))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import FORMATS, METRICS
+
+__all__ = ["FORMATS", "METRICS", "Report", "ReportError", "build_report", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    # pandas, scipy and matplotlib load only when a report is built, not when the CLI parses arguments.
+    if name in ("Report", "build_report", "write_report"):
+        from . import build
+
+        return getattr(build, name)
+    if name == "ReportError":
+        from .load import ReportError
+
+        return ReportError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,126 @@
+"""Build a report from a store and write it out: the one entry point the CLI calls."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots, render
+from .load import ReportError, Trials, dataset_order, load_trials, policy_order
+from .options import FORMATS
+from .ranks import condition_ranks, leaderboard
+from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix
+from .tables import accuracy_matrix, baselines, condition_cells, conditions, cost_table
+
+PLOT_FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class Report:
+    trials: Trials
+    baselines: list[str]
+    conditions: list[str]
+    cells: pd.DataFrame          # tables.CELL_COLUMNS, one row per (baseline, condition)
+    matrix: pd.DataFrame         # mean accuracy, baselines x conditions
+    ranks: pd.DataFrame          # rank per condition, baselines x conditions
+    board: pd.DataFrame          # leaderboard order with average ranks
+    friedman: Friedman
+    kendall: pd.DataFrame        # one row per pair of conditions
+    kendall_matrix: pd.DataFrame
+    discernibility: pd.DataFrame
+    cost: pd.DataFrame
+
+    @property
+    def order(self) -> list[str]:
+        """Baselines in leaderboard order."""
+        return list(self.board.index)
+
+    @property
+    def metric_label(self) -> str:
+        if self.trials.metric == "final":
+            return "final-epoch test accuracy"
+        epochs = sorted({int(e) for e in self.trials.frame["best_after_epoch"].dropna()})
+        after = "/".join(str(e) for e in epochs) or "best_after_epoch"
+        return f"best test accuracy after epoch {after} (the paper's metric)"
+
+    @property
+    def metric_short(self) -> str:
+        """The metric in a few words, for axis labels."""
+        return self.metric_label.split(" (")[0].replace("test accuracy", "accuracy")
+
+
+def build_report(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None,
+                 alpha: float = ALPHA) -> Report:
+    if not 0 < alpha < 1:
+        raise ReportError(f"alpha must lie in (0, 1), got {alpha}")
+    trials = load_trials(storage, metric=metric, protocol=protocol)
+    names, condition_names = baselines(trials), conditions(trials)
+    cells = condition_cells(trials)
+    matrix = accuracy_matrix(cells, names, condition_names)
+    ranks = condition_ranks(matrix)
+    pairs = kendall(matrix)
+    return Report(trials=trials, baselines=names, conditions=condition_names, cells=cells, matrix=matrix,
+                  ranks=ranks, board=leaderboard(ranks), friedman=friedman(matrix, alpha), kendall=pairs,
+                  kendall_matrix=kendall_matrix(pairs, condition_names),
+                  discernibility=discernibility(cells, condition_names), cost=cost_table(trials))
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    items = [t for t in items if t]
+    unknown = sorted(set(items) - set(FORMATS))
+    if unknown or not items:
+        raise ReportError(f"unknown format(s) {', '.join(unknown) or '(none given)'} "
+                          f"(known: {', '.join(FORMATS)})")
+    return tuple(f for f in FORMATS if f in items)
+
+
+def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[str, list[Path]]:
+    """Every figure, by name; empty when no plot format is asked for."""
+    if not any(f in formats for f in PLOT_FORMATS):
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    evals = report.trials.frame[report.trials.frame["phase"] == "evaluate"]
+    with plots.style():
+        written["ranks"] = plots.save(
+            plots.rank_plot(report.board, report.ranks, report.friedman, report.metric_short),
+            folder / "ranks", formats)
+        if report.friedman.ok:
+            written["cd"] = plots.save(plots.cd_diagram(report.friedman), folder / "cd", formats)
+        for dataset in dataset_order(set(evals["dataset"])):
+            policies = policy_order(set(evals.loc[evals["dataset"] == dataset, "policy"]))
+            figure = plots.accuracy_plot(evals, report.cells, report.order, dataset, policies,
+                                         report.metric_short)
+            written[f"accuracy_{dataset}"] = plots.save(figure, folder / f"accuracy_{dataset}", formats)
+        if len(report.conditions) >= 2:
+            written["kendall"] = plots.save(plots.kendall_heatmap(report.kendall_matrix),
+                                            folder / "kendall", formats)
+    return written
+
+
+def write_report(report: Report, out: str | os.PathLike, formats: Sequence[str] = FORMATS,
+                 command: str | None = None) -> list[Path]:
+    """Write the chosen formats under `out` (leaderboard.md, tables/, plots/); return the files."""
+    formats = parse_formats(formats)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    figures = write_plots(report, out / "plots", formats)
+    for paths in figures.values():
+        written.extend(paths)
+    if "csv" in formats:
+        written.extend(render.write_csv(report, out / "tables"))
+    if "tex" in formats:
+        written.extend(render.write_tex(report, out / "tables"))
+    if "md" in formats:
+        path = out / "leaderboard.md"
+        images = {name: f"plots/{name}.png" for name, paths in figures.items()
+                  if any(p.suffix == ".png" for p in paths)}
+        path.write_text(render.markdown(report, images, command))
+        written.append(path)
+    return sorted(written)

@@ -1,0 +1,170 @@
+"""Read a results store into one tidy table of trials: every planned or recorded trial of one protocol,
+with its status, metric value and cost."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..store import Store, StoreError
+from .options import METRICS
+
+# The paper's order of datasets and policies (lhd-reference.md §4.6); names it does not know follow,
+# alphabetically, so a new policy or dataset needs no edit here.
+DATASET_ORDER = ("cifar10", "cifar100", "svhn", "digits")
+POLICY_ORDER = ("base", "1m", "3ops", "4out")
+DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100", "svhn": "SVHN"}
+
+TRIAL_COLUMNS = ("trial_id", "phase", "baseline", "dataset", "policy", "seed", "protocol", "status",
+                 "reason", "value", "params", "best_after_epoch", "hours", "unit", "device_name",
+                 "lhdbench")
+
+
+class ReportError(ValueError):
+    """A store that cannot be reported on (missing, empty, ambiguous); one line for the user."""
+
+
+@dataclass(frozen=True)
+class Trials:
+    """The trials of one protocol in a store, one row each (TRIAL_COLUMNS), sorted by trial id."""
+
+    frame: pd.DataFrame
+    protocol: str
+    metric: str
+    runs: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def ordered(values: Any, order: tuple[str, ...]) -> list[str]:
+    known = [v for v in order if v in set(values)]
+    return known + sorted(set(values) - set(order))
+
+
+def dataset_order(values: Any) -> list[str]:
+    return ordered(values, DATASET_ORDER)
+
+
+def policy_order(values: Any) -> list[str]:
+    return ordered(values, POLICY_ORDER)
+
+
+def condition_name(dataset: str, policy: str) -> str:
+    return f"{dataset}/{policy}"
+
+
+def short_condition(condition: str) -> str:
+    dataset, policy = condition.split("/", 1)
+    return f"{DATASET_SHORT.get(dataset, dataset)} {policy}"
+
+
+def _protocol_name(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("name")
+    return value if isinstance(value, str) and value else None
+
+
+def _hours(row: dict[str, Any]) -> tuple[float, str | None]:
+    """Cost as recorded: GPU-hours on a GPU trial (its GPU fraction), CPU-hours otherwise."""
+    wall = row.get("wall_time_s")
+    device = row.get("device") or ""
+    if wall is None:
+        return math.nan, None
+    on_gpu = str(device).startswith("cuda")
+    share = row.get("gpus") if on_gpu else row.get("cpus")
+    if share is None or (isinstance(share, float) and math.isnan(share)):
+        return math.nan, None
+    return float(wall) / 3600.0 * float(share), "GPU" if on_gpu else "CPU"
+
+
+def _number(value: Any) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None) -> Trials:
+    if metric not in METRICS:
+        raise ReportError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    store = Store(storage)
+    if not store.root.is_dir():
+        raise ReportError(f"{storage}: no such storage folder")
+    if not store.is_store():
+        raise ReportError(f"{storage}: not a results store (no plan.json and no records/ folder)")
+    try:
+        frame = store.frame()
+        plan = store.read_plan()
+    except StoreError as error:
+        raise ReportError(str(error)) from None
+    planned: dict[str, dict[str, Any]] = plan.get("trials") or {}
+    runs: list[dict[str, Any]] = plan.get("runs") or []
+    if frame.empty and not planned:
+        raise ReportError(f"{storage}: the store holds no trials (nothing planned, nothing recorded)")
+
+    rows: dict[str, dict[str, Any]] = {}
+    for raw in frame.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in raw.items()}
+        hours, unit = _hours(row)
+        rows[row["trial_id"]] = {
+            "trial_id": row["trial_id"], "phase": row["phase"], "baseline": row["baseline"],
+            "dataset": row["dataset"], "policy": row["policy"] if row["phase"] == "evaluate" else None,
+            "seed": None if row["seed"] is None else int(row["seed"]),
+            "protocol": _protocol_name(row["protocol"]),
+            "status": row["status"] if row["status"] in ("done", "failed") else "failed",
+            "reason": row["reason"], "value": _number(row.get(METRICS[metric])),
+            "params": _number(row["params"]), "best_after_epoch": _number(row["best_after_epoch"]),
+            "hours": hours, "unit": unit, "device_name": row["device_name"],
+            "lhdbench": row["lhdbench"], "search_trial_id": row["search_trial_id"]}
+
+    # A planned trial carries no protocol in plan.json, only its run does; when every run of the store
+    # used one protocol and the records agree, the unrun trials are that protocol's too.
+    record_protocols = {r["protocol"] for r in rows.values() if r["protocol"]}
+    run_protocols = {str(run.get("protocol") or run.get("preset")) for run in runs
+                     if run.get("protocol") or run.get("preset")}
+    fallback = None
+    if len(run_protocols) == 1 and record_protocols <= run_protocols:
+        fallback = next(iter(run_protocols))
+    elif not run_protocols and len(record_protocols) == 1:
+        fallback = next(iter(record_protocols))
+    for trial_id, entry in sorted(planned.items()):
+        if trial_id in rows:
+            continue
+        search = rows.get(entry.get("search_trial_id") or "")
+        search_failed = search is not None and search["status"] == "failed"
+        rows[trial_id] = {
+            "trial_id": trial_id, "phase": entry.get("phase"), "baseline": entry.get("baseline"),
+            "dataset": entry.get("dataset"), "policy": entry.get("policy"), "seed": entry.get("seed"),
+            "protocol": _protocol_name(entry.get("protocol")) or _protocol_name(entry.get("preset"))
+            or fallback,
+            # An evaluation whose search failed can never run: it counts as failed, not as pending.
+            "status": "failed" if search_failed else "missing",
+            "reason": "its search failed" if search_failed else None, "value": math.nan,
+            "params": math.nan, "best_after_epoch": math.nan, "hours": math.nan, "unit": None,
+            "device_name": None, "lhdbench": None, "search_trial_id": entry.get("search_trial_id")}
+
+    known = sorted({r["protocol"] for r in rows.values() if r["protocol"]})
+    if protocol is None:
+        if len(known) > 1:
+            raise ReportError(f"the store holds trials of several protocols ({', '.join(known)}); "
+                              "choose one with --protocol")
+        protocol = known[0] if known else "unknown"
+    elif protocol not in known:
+        raise ReportError(f"no trials of protocol {protocol!r} in the store "
+                          f"(it holds: {', '.join(known) or 'none with a known protocol'})")
+    notes = []
+    unattributed = sum(1 for r in rows.values() if not r["protocol"])
+    if unattributed and known:
+        notes.append(f"{unattributed} planned trial(s) of unknown protocol are left out")
+    scope = [r for r in rows.values() if r["protocol"] == protocol or (not known and not r["protocol"])]
+    table = pd.DataFrame(sorted(scope, key=lambda r: r["trial_id"]),
+                         columns=[*TRIAL_COLUMNS, "search_trial_id"])
+    if table.empty or not (table["phase"] == "evaluate").any():
+        raise ReportError(f"{storage}: no evaluation trials of protocol {protocol!r} in the store")
+    return Trials(frame=table.reset_index(drop=True), protocol=protocol, metric=metric, runs=runs,
+                  notes=notes)
