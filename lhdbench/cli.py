@@ -132,6 +132,66 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _seed_list(text: str | None) -> list[int] | None:
+    """Seeds as `0,1,2` or a range `0-4`."""
+    if not text:
+        return None
+    seeds: list[int] = []
+    try:
+        for part in _names(text) or []:
+            low, _, high = part.partition("-")
+            seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected integers like 0,1,2 or a range like 0-4") from None
+    return seeds
+
+
+def benchmark_command(args: argparse.Namespace) -> int:
+    from .plan import load_suite, make_plan
+    from .runner import RunOptions, resolve_plugin_paths, run_plan
+
+    resolve_plugin_paths(args.plugin or [])  # before any method lookup, so plugins are registered
+    suite = load_suite(args.suite).narrow(
+        baselines=_names(args.baselines), datasets=_names(args.datasets),
+        policies=_names(args.policies), seeds=_seed_list(args.seeds), preset=args.preset)
+    plan = make_plan(suite)
+    if args.gpus_per_trial is not None and not 0 < args.gpus_per_trial <= 1:
+        raise UsageError("--gpus-per-trial must be in (0, 1]")
+    if args.cpus_per_trial <= 0 or args.retries < 0:
+        raise UsageError("--cpus-per-trial must be positive and --retries non-negative")
+    storage = Path(args.storage or f"runs/{suite.name}")
+    print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches and "
+          f"{len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}", file=sys.stderr)
+    options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, address=args.address,
+                         data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+                         device=args.device)
+    try:
+        dispatch = run_plan(plan, storage, options)
+    except KeyboardInterrupt:
+        print(f"lhdbench: stopped; finished trials are stored. Rerun the same command to resume "
+              f"(`lhdbench status --storage {storage}` shows where it stands).", file=sys.stderr)
+        return 130
+    failed = dispatch.counts["failed"]
+    if failed:
+        print(f"lhdbench: {failed} trial(s) failed; `lhdbench status --storage {storage}` lists the "
+              "reasons. Rerunning the same command retries them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from .status import format_status, store_status
+
+    summary = store_status(args.storage)
+    print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_status(summary))
+    return 0
+
+
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
@@ -177,6 +237,72 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--policy", required=True, choices=list(POLICIES))
     _add_trial_options(evaluate)
     evaluate.set_defaults(handler=evaluate_command)
+
+    from .plan import suite_names
+
+    bench = commands.add_parser("benchmark", help="run a suite of searches and evaluations (resumable)")
+    bench.add_argument("--suite", required=True,
+                       help=f"suite ({', '.join(suite_names())}) or a suite YAML file")
+    bench.add_argument("--preset", default=None, help="protocol preset or YAML file (default: the suite's)")
+    bench.add_argument("--baselines", help="comma-separated methods (default: the suite's)")
+    bench.add_argument("--datasets", help="comma-separated datasets (default: the suite's)")
+    bench.add_argument("--policies", help="comma-separated policies (default: the suite's)")
+    bench.add_argument("--seeds", help="e.g. 0,1 or 0-4 (default: the suite's)")
+    bench.add_argument("--storage", help="results store folder (default: runs/SUITE)")
+    bench.add_argument("--executor", choices=("ray", "serial"), default="ray",
+                       help="ray: trials in parallel on Ray; serial: one after another in this process")
+    bench.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
+    bench.add_argument("--gpus-per-trial", type=float, default=None,
+                       help="GPU share per trial (default: from the method's measured peak memory)")
+    bench.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    bench.add_argument("--retries", type=int, default=2, help="retries of a failed trial (default 2)")
+    bench.add_argument("--plugin", action="append", metavar="FILE",
+                       help="a Python file that registers a search method (repeatable)")
+    bench.add_argument("--data-root", default=None,
+                       help="dataset folder (default: $LHDBENCH_DATA or ~/.cache/lhdbench/data)")
+    bench.add_argument("--device", default=None, help="serial executor only: e.g. cpu or cuda:0")
+    bench.set_defaults(handler=benchmark_command)
+
+    status = commands.add_parser("status", help="counts of a store's trials and the failures")
+    status.add_argument("--storage", required=True, help="results store folder")
+    status.add_argument("--json", action="store_true",
+                        help="one JSON object: planned, done, failed, running, pending, failed_trials")
+    status.set_defaults(handler=status_command)
+
+    # -- report (issue 6) -------------------------------------------------------------------------
+    def report_command(args: argparse.Namespace) -> int:
+        from .report import ReportError, build_report, write_report
+        from .report.build import parse_formats
+
+        try:
+            formats = parse_formats(args.formats)
+            report = build_report(args.storage, metric=args.metric, protocol=args.protocol,
+                                  alpha=args.alpha)
+        except ReportError as error:
+            raise UsageError(str(error)) from None
+        # The command as given (not resolved paths), so the header does not depend on where it ran.
+        command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
+                            f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
+                                                          else []) + [f"--formats {','.join(formats)}"])
+        written = write_report(report, args.out, formats, command=command)
+        print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
+              f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
+        return 0
+
+    from .report.options import FORMATS, METRICS
+
+    report = commands.add_parser("report", help="leaderboard tables, statistics and plots from a store")
+    report.add_argument("--storage", required=True, help="results store folder")
+    report.add_argument("--out", required=True, help="output folder (leaderboard.md, tables/, plots/)")
+    report.add_argument("--formats", default=",".join(FORMATS),
+                        help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
+    report.add_argument("--metric", choices=list(METRICS), default="final",
+                        help="final: final-epoch test accuracy (default); best: best test accuracy after "
+                        "evaluate.best_after_epoch, the paper's metric")
+    report.add_argument("--protocol", default=None,
+                        help="protocol name to report on (needed when the store holds several)")
+    report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    report.set_defaults(handler=report_command)
     return parser
 
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import importlib.util
+import os
 import pkgutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -141,6 +145,7 @@ class SearchMethod:
 
 
 ENTRY_POINT_GROUP = "lhdbench.baselines"
+PLUGINS_ENV = "LHDBENCH_PLUGINS"
 _REGISTRY: dict[str, type[SearchMethod]] = {}
 _SOURCES: dict[str, str] = {}
 _FAILURES: dict[str, str] = {}
@@ -206,6 +211,27 @@ def discover() -> None:
                 _SOURCES[cls.name] = f"{cls.__module__} (plugin package {dist})"
         except Exception as error:
             _FAILURES[label] = f"{type(error).__name__}: {error}"
+    for path in plugin_files():
+        label = f"plugin file {path}"
+        try:
+            spec = importlib.util.spec_from_file_location(f"lhdbench_plugin_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise ImportError("not a Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            for cls in _REGISTRY.values():
+                if cls.__module__ == spec.name:
+                    _SOURCES[cls.name] = f"{path} (plugin file)"
+        except Exception as error:
+            _FAILURES[label] = f"{type(error).__name__}: {error}"
+
+
+def plugin_files() -> list[Path]:
+    """Single-file plugins named in $LHDBENCH_PLUGINS (paths separated by os.pathsep). The runner
+    passes the variable on to its Ray workers, so a method written in one file runs there too."""
+    raw = os.environ.get(PLUGINS_ENV, "")
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def plugin_failures() -> list[PluginFailure]:

@@ -45,18 +45,28 @@ def accuracy(forward: Any, stream: GpuBatchStream) -> float:
     return float(correct) / max(total, 1)
 
 
+def search_identity(baseline: str, dataset: str, seed: int, protocol: Protocol) -> dict[str, Any]:
+    """Everything that determines a search's result, and nothing else: the method's resolved settings
+    and hyperparameters and the speed switches, but not the evaluation section, so protocols that
+    differ only in how architectures are trained (`paper`, `fast`) share their searches."""
+    cls = get_method(baseline)
+    get_dataset(dataset)
+    settings, hparams = resolve_settings(cls, protocol)
+    return {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+            "settings": protocol.replace(search=settings).to_dict()["search"], "hparams": hparams,
+            "speed": protocol.to_dict()["speed"]}
+
+
 def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_dir: str | Path, *,
                device: str | torch.device | None = None, data_root: Any = None,
                progress: bool | None = None) -> dict[str, Any]:
     """Run (or resume, or return the finished record of) one search trial."""
     out_dir = Path(out_dir)
-    inputs = {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
-              "protocol": protocol.to_dict()}
+    inputs = search_identity(baseline, dataset, seed, protocol)
     done = engine.finished_record(out_dir / RECORD_FILE, inputs)
     if done is not None:
         return done
     cls = get_method(baseline)
-    get_dataset(dataset)
     settings, hparams = resolve_settings(cls, protocol)
     device = engine.pick_device(device)
     record: dict[str, Any] = {

@@ -1,0 +1,193 @@
+"""Suites (baselines x datasets x policies x seeds) and the trials they plan, with stable ids.
+
+A suite plans one search trial per (baseline, dataset, seed) and, for each, one evaluation trial per
+policy that trains the searched architecture with the same seed. A trial id is a readable prefix plus
+a hash of everything that determines the trial's result, so the store can skip what is done and a
+changed setting never reuses an old result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import DATASETS
+from .methods import method_names
+from .protocol import Protocol, load_protocol
+from .search import search_identity
+from .space import POLICIES
+
+SUITE_KEYS = ("name", "preset", "baselines", "datasets", "policies", "seeds")
+
+
+class SuiteError(ValueError):
+    """A suite file or a narrowing that cannot be planned; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    preset: str
+    baselines: tuple[str, ...]
+    datasets: tuple[str, ...]
+    policies: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def narrow(self, *, baselines: list[str] | None = None, datasets: list[str] | None = None,
+               policies: list[str] | None = None, seeds: list[int] | None = None,
+               preset: str | None = None) -> Suite:
+        """The suite with some axes replaced. Any registered baseline, known dataset or policy may be
+        named, not only the suite's own: running one new method on the lhd conditions is a narrowing."""
+        return _validated(dataclasses.replace(
+            self, preset=preset or self.preset,
+            baselines=tuple(baselines) if baselines else self.baselines,
+            datasets=tuple(datasets) if datasets else self.datasets,
+            policies=tuple(policies) if policies else self.policies,
+            seeds=tuple(seeds) if seeds else self.seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def suite_names() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _suites_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A suite shipped in lhdbench.conditions (conditions/suites/NAME.yaml) or a YAML file by path."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise SuiteError(f"suite file {path} does not exist")
+        text, where = path.read_text(), str(path)
+    else:
+        if name_or_path not in suite_names():
+            raise SuiteError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}; "
+                             "or give a .yaml file)")
+        text = (_suites_dir() / f"{name_or_path}.yaml").read_text()
+        where = f"lhdbench.conditions/suites/{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SuiteError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    missing = sorted(set(SUITE_KEYS) - set(data) - {"name"})
+    if unknown or missing:
+        problem = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
+        raise SuiteError(f"{where}: {problem} (keys: {', '.join(SUITE_KEYS)})")
+    baselines = data["baselines"]
+    if baselines == "all":
+        baselines = method_names()
+    return _validated(Suite(
+        name=str(data.get("name", Path(where).stem)), preset=str(data["preset"]),
+        baselines=tuple(_strings(baselines, f"{where}: baselines")),
+        datasets=tuple(_strings(data["datasets"], f"{where}: datasets")),
+        policies=tuple(_strings(data["policies"], f"{where}: policies")),
+        seeds=tuple(_seeds(data["seeds"], f"{where}: seeds"))))
+
+
+def _validated(suite: Suite) -> Suite:
+    axes = (("baselines", "baseline", method_names()), ("datasets", "dataset", list(DATASETS)),
+            ("policies", "policy", list(POLICIES)))
+    for axis, noun, known in axes:
+        values = getattr(suite, axis)
+        if not values:
+            raise SuiteError(f"suite {suite.name}: no {axis}")
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise SuiteError(f"suite {suite.name}: unknown {noun} {unknown[0]!r} "
+                             f"(known: {', '.join(known)})")
+        if len(set(values)) != len(values):
+            raise SuiteError(f"suite {suite.name}: {axis} lists a value twice")
+    _seeds(list(suite.seeds), f"suite {suite.name}: seeds")
+    return suite
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SuiteError(f"{where}: expected a list of names, or `all` for baselines")
+    return value
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
+        raise SuiteError(f"{where}: expected a non-empty list of non-negative integers")
+    if len(set(value)) != len(value):
+        raise SuiteError(f"{where}: a seed is listed twice")
+    return value
+
+
+def _suites_dir():
+    return resources.files("lhdbench.conditions") / "suites"
+
+
+# -- trials ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    phase: str  # "search" or "evaluate"
+    baseline: str
+    dataset: str
+    seed: int
+    policy: str | None = None
+    search_trial_id: str | None = None  # the search an evaluation trains the result of
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Plan:
+    suite: Suite
+    protocol: Protocol
+    trials: tuple[Trial, ...]  # searches, then evaluations
+
+    @property
+    def searches(self) -> list[Trial]:
+        return [t for t in self.trials if t.phase == "search"]
+
+    def evaluations_of(self, search_id: str) -> list[Trial]:
+        return [t for t in self.trials if t.search_trial_id == search_id]
+
+    def run_entry(self) -> dict[str, Any]:
+        """How this plan was asked for; plan.json keeps one entry per distinct run."""
+        return {**self.suite.to_dict(), "suite": self.suite.name, "protocol": self.protocol.name}
+
+
+def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
+    protocol = protocol or load_protocol(suite.preset)
+    evaluation = {k: v for k, v in protocol.to_dict().items() if k in ("evaluate", "speed")}
+    trials: list[Trial] = []
+    for baseline in suite.baselines:
+        for dataset in suite.datasets:
+            for seed in suite.seeds:
+                identity = search_identity(baseline, dataset, seed, protocol)
+                search_id = trial_id(f"search-{baseline}-{dataset}-s{seed}", identity)
+                trials.append(Trial(search_id, "search", baseline, dataset, seed))
+                for policy in suite.policies:
+                    eval_id = trial_id(f"eval-{baseline}-{dataset}-s{seed}-{policy}", {
+                        "phase": "evaluate", "search_trial_id": search_id, "policy": policy,
+                        "dataset": dataset, "seed": seed, **evaluation})
+                    trials.append(Trial(eval_id, "evaluate", baseline, dataset, seed, policy, search_id))
+    trials.sort(key=lambda t: t.phase != "search")
+    return Plan(suite, protocol, tuple(trials))
+
+
+def trial_id(label: str, identity: dict[str, Any]) -> str:
+    """`label` made filename-safe plus 16 hex digits of the identity's hash (64 bits: a collision
+    among a million trials has odds of about 1 in 30 million)."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=list)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}-{digest}"

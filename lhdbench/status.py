@@ -1,0 +1,43 @@
+"""Where a results store stands: how many planned trials are done, failed, running and pending."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .store import Store, StoreError
+
+
+def store_status(storage: str | os.PathLike) -> dict[str, Any]:
+    """Counts over the planned trials (they sum to `planned`) and the failed trials with reasons.
+    A trial is running while some process holds its lock, even when an earlier attempt failed."""
+    store = Store(storage)
+    if not store.is_store():
+        raise StoreError(f"{store.root} is not a results store (no plan.json or records/); "
+                         "`lhdbench benchmark --storage` creates one")
+    planned = store.read_plan()["trials"]
+    records = store.records()
+    counts = {"planned": len(planned), "done": 0, "failed": 0, "running": 0, "pending": 0}
+    failed = []
+    for trial_id in planned:
+        record = records.get(trial_id)
+        status = record.get("status") if record else None
+        if status == "done":
+            counts["done"] += 1
+        elif store.is_running(trial_id):
+            counts["running"] += 1
+        elif status == "failed":
+            counts["failed"] += 1
+            failed.append({"trial_id": trial_id, "reason": record.get("reason"),
+                           "attempts": record.get("attempts")})
+        else:
+            counts["pending"] += 1
+    return {**counts, "failed_trials": failed, "storage": str(store.root)}
+
+
+def format_status(summary: dict[str, Any]) -> str:
+    lines = [f"{summary['storage']}: {summary['planned']} planned, {summary['done']} done, "
+             f"{summary['failed']} failed, {summary['running']} running, {summary['pending']} pending"]
+    for failure in summary["failed_trials"]:
+        lines.append(f"  failed {failure['trial_id']} (attempts {failure['attempts']}): {failure['reason']}")
+    return "\n".join(lines)

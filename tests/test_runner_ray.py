@@ -1,0 +1,110 @@
+"""The runner on Ray (local instance on loopback only). Slow: each test starts Ray."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lhdbench import methods
+from lhdbench.plan import load_suite, make_plan
+from lhdbench.runner import RunOptions, run_plan
+from lhdbench.store import Store
+
+pytestmark = pytest.mark.slow
+PLUGIN = Path(__file__).resolve().parent / "plugins" / "faulty_methods.py"
+LHDBENCH = str(Path(sys.executable).with_name("lhdbench"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def cli(args, cwd, **kwargs):
+    return subprocess.run([LHDBENCH, *args], capture_output=True, text=True, env=ENV, cwd=cwd,
+                          timeout=900, **kwargs)
+
+
+def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
+    """The issue's acceptance run: the whole demo suite through Ray, its driver SIGKILLed mid-run."""
+    storage = tmp_path / "s1"
+    args = ["benchmark", "--suite", "demo", "--storage", str(storage)]
+    driver = subprocess.Popen([LHDBENCH, *args], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    records = storage / "records"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(records.glob("*.json"))) < 12:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = {p.name: p.read_bytes() for p in records.glob("*.json")}
+    assert 12 <= len(before) < 120, "the driver should be killed mid-run"
+
+    rerun = cli(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    status = json.loads(cli(["status", "--storage", str(storage), "--json"], tmp_path).stdout)
+    assert {k: status[k] for k in ("planned", "done", "failed", "running", "pending")} == {
+        "planned": 120, "done": 120, "failed": 0, "running": 0, "pending": 0}
+    store = Store(storage)
+    after = {p.name: p.read_bytes() for p in records.glob("*.json")}
+    assert len(after) == 120
+    assert all(after[name] == content for name, content in before.items()), \
+        "a record finished before the kill was rewritten"
+    for trial_id in store.records():
+        ends = [e for e in store.events(trial_id) if e["event"] == "done"]
+        assert len(ends) == 1, f"{trial_id} finished {len(ends)} times"
+
+    started = time.monotonic()
+    third = cli(args, tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in records.glob("*.json")} == after
+    assert "done 120/120 (120 before this run)" in third.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
+    storage = tmp_path / "s"
+    result = cli(["benchmark", "--suite", "demo", "--baselines", "test-raises,test-nan,random",
+                  "--seeds", "0", "--policies", "base", "--retries", "1", "--plugin", str(PLUGIN),
+                  "--storage", str(storage)], tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    records = {(r["phase"], r["baseline"]): r for r in Store(storage).records().values()}
+    assert records["search", "test-raises"]["reason"] == "RuntimeError: injected failure"
+    assert "non-finite" in records["search", "test-nan"]["reason"]
+    for baseline in ("test-raises", "test-nan"):
+        assert records["search", baseline]["attempts"] == 2  # Tune retried once
+        assert records["evaluate", baseline]["reason"].startswith("not run: its search")
+    assert records["search", "random"]["status"] == records["evaluate", "random"]["status"] == "done"
+
+
+@pytest.fixture
+def faulty_methods(monkeypatch):
+    """Register the test plugin in this process (the driver) and pass it to the Ray workers,
+    leaving the registry as it was afterwards."""
+    methods.discover()
+    for name in ("_REGISTRY", "_SOURCES", "_FAILURES"):
+        monkeypatch.setattr(methods, name, dict(getattr(methods, name)))
+    monkeypatch.setattr(methods, "_discovered", False)
+    monkeypatch.setenv(methods.PLUGINS_ENV, str(PLUGIN))
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    methods.discover()
+    assert "test-sleepy" in methods.method_names(), methods.plugin_failures()
+
+
+def test_fractional_gpu_trials_run_concurrently_each_on_one_device_slot(tmp_path, faulty_methods):
+    """Ray accepts declared GPUs without hardware: four of them, half a GPU per trial."""
+    plan = make_plan(load_suite("demo").narrow(baselines=["test-sleepy"], seeds=[0, 1, 2, 3],
+                                               policies=["base"]))
+    options = RunOptions(executor="ray", gpus_per_trial=0.5, ray_init={"num_cpus": 4, "num_gpus": 4})
+    dispatch = run_plan(plan, tmp_path, options, progress_stream=io.StringIO())
+    assert dispatch.counts == {"done": 8, "failed": 0}
+    searches = [r for r in Store(tmp_path).records().values() if r["phase"] == "search"]
+    for record in searches:
+        assert record["resources"] == {"cpu": 1.0, "gpu": 0.5}
+        visible = record["worker"]["cuda_visible_devices"]
+        assert visible is not None and len(visible.split(",")) == 1 and visible.isdigit()
+    intervals = [(r["worker"]["started_at"], r["worker"]["finished_at"]) for r in searches]
+    most = max(sum(start <= t < end for start, end in intervals) for t, _ in intervals)
+    assert most >= 2, f"the 3-second searches did not overlap: {intervals}"
