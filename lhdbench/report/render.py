@@ -36,7 +36,9 @@ def hours_text(value: float) -> str:
     """Three significant figures without an exponent: smoke runs take seconds, paper runs days."""
     if value == 0 or math.isnan(value):
         return "0"
-    decimals = min(max(0, 2 - math.floor(math.log10(abs(value)))), 5)
+    if value < 0.001:
+        return "<0.001"
+    decimals = max(0, 2 - math.floor(math.log10(value)))
     return f"{value:.{decimals}f}"
 
 
