@@ -242,7 +242,8 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions = RunOp
     """Run every trial of `plan` that the store does not hold as done. Returns the bookkeeping,
     whose `counts` say what this run finished and failed."""
     store = Store(storage)
-    store.add_to_plan(plan.run_entry(), {t.trial_id: t.to_dict() for t in plan.trials})
+    store.add_to_plan(plan.run_entry(), {t.trial_id: {**t.to_dict(), "protocol": plan.protocol.name}
+                                         for t in plan.trials})
     dispatch = Dispatch(plan, store)
     progress = ProgressLine(dispatch, progress_stream)
     progress.update()
