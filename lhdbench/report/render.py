@@ -297,7 +297,17 @@ def header_lines(report: Report, command: str | None) -> list[str]:
         f"| devices | {_counts(list(frame['device_name']))} |",
     ]
     lines += [f"| note | {_md_escape(n)} |" for n in trials.notes]
+    if trials.protocol in SCALE_WARNINGS:
+        lines += ["", f"**{SCALE_WARNINGS[trials.protocol]}**"]
     return lines
+
+
+# Protocols whose numbers must never be mistaken for benchmark results.
+SCALE_WARNINGS = {
+    "smoke": ("A smoke-scale demonstration, not the paper's numbers: the `smoke` protocol trains for "
+              "2 epochs of 2 steps on 64 images with tiny networks, so these accuracies mean nothing; "
+              "the leaderboard only shows the pipeline working end to end."),
+}
 
 
 def _figure(images: dict[str, str], name: str, caption: str) -> list[str]:
