@@ -192,6 +192,26 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_command(args: argparse.Namespace) -> int:
+    from .report import ReportError, build_report, write_report
+    from .report.build import parse_formats
+
+    try:
+        formats = parse_formats(args.formats)
+        report = build_report(args.storage, metric=args.metric, protocol=args.protocol,
+                              alpha=args.alpha)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    # The command as given (not resolved paths), so the header does not depend on where it ran.
+    command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
+                        f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
+                                                      else []) + [f"--formats {','.join(formats)}"])
+    written = write_report(report, args.out, formats, command=command)
+    print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
+          f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
@@ -268,26 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="one JSON object: planned, done, failed, running, pending, failed_trials")
     status.set_defaults(handler=status_command)
-
-    # -- report (issue 6) -------------------------------------------------------------------------
-    def report_command(args: argparse.Namespace) -> int:
-        from .report import ReportError, build_report, write_report
-        from .report.build import parse_formats
-
-        try:
-            formats = parse_formats(args.formats)
-            report = build_report(args.storage, metric=args.metric, protocol=args.protocol,
-                                  alpha=args.alpha)
-        except ReportError as error:
-            raise UsageError(str(error)) from None
-        # The command as given (not resolved paths), so the header does not depend on where it ran.
-        command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
-                            f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
-                                                          else []) + [f"--formats {','.join(formats)}"])
-        written = write_report(report, args.out, formats, command=command)
-        print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
-              f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
-        return 0
 
     from .report.options import FORMATS, METRICS
 
