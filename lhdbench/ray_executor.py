@@ -36,11 +36,11 @@ ASSUMED_GPU_MEMORY_GB = 40.0
 
 def run_on_ray(plan: Plan, store: Store, dispatch: Dispatch, options: RunOptions,
                progress: ProgressLine) -> None:
+    if dispatch.to_run == 0:
+        return  # everything is done: no need to start Ray at all
     started_here = _init_ray(options)
     try:
         resources = _trial_resources(plan, options)
-        if dispatch.to_run == 0:
-            return
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trial, trials={t.trial_id: t.to_dict() for t in plan.trials},
                                  protocol=plan.protocol.to_dict(), storage=str(store.root),

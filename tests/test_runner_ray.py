@@ -56,12 +56,11 @@ def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
         ends = [e for e in store.events(trial_id) if e["event"] == "done"]
         assert len(ends) == 1, f"{trial_id} finished {len(ends)} times"
 
-    started = time.monotonic()
     third = cli(args, tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in records.glob("*.json")} == after
     assert "done 120/120 (120 before this run)" in third.stderr
-    assert time.monotonic() - started < 60
+    assert "running 0" in third.stderr.splitlines()[-1]
 
 
 def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
