@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .records import atomic_write_bytes
+from .files import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

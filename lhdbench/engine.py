@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .files import atomic_write_json, read_json
 from .protocol import SpeedSettings
-from .records import atomic_write_json, read_json
 
 
 class TrialFailed(RuntimeError):

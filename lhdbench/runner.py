@@ -106,7 +106,7 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
 def _failed_trial_record(store: Store, trial: Trial, protocol: dict[str, Any], reason: str) -> dict[str, Any]:
     """The trial folder's own failed record when the loop wrote one (it has the history and
     environment), else a minimal one."""
-    from .records import read_json
+    from .files import read_json
 
     path = store.trial_dir(trial.trial_id) / "record.json"
     if path.exists():

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .records import atomic_write_json, read_json
+from .files import atomic_write_json, read_json
 
 PLAN_FILE = "plan.json"
 RECORDS = "records"

@@ -10,15 +10,16 @@ On disk: a NumPy `.npz` archive holding the four arrays and `metadata`, a JSON s
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_bytes
 from .layout import NUM_EDGES, NUM_NODES, NUM_OPS, OUTPUT_PATHS, node_rows
 
 FORMAT = "lhdbench.arch_weights"
@@ -89,21 +90,11 @@ class ArchWeights:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a reader never sees a half-written file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {**self.metadata, "format": FORMAT, "version": FORMAT_VERSION}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, metadata=np.array(json.dumps(header, sort_keys=True)),
-                         **{name: getattr(self, name) for name in MATRICES})
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        buffer = io.BytesIO()
+        np.savez(buffer, metadata=np.array(json.dumps(header, sort_keys=True)),
+                 **{name: getattr(self, name) for name in MATRICES})
+        return atomic_write_bytes(path, buffer.getvalue())
 
 
 def validation_error(arrays: list[Any]) -> str | None:
