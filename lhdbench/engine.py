@@ -16,6 +16,9 @@ from torch import nn
 from .files import atomic_write_json, read_json
 from .protocol import SpeedSettings
 
+# A trial folder's own record (status, inputs, results), beside its checkpoint.
+RECORD_FILE = "record.json"
+
 
 class TrialFailed(RuntimeError):
     """A trial that cannot produce a valid result; the message is the one-line reason recorded."""
@@ -58,14 +61,20 @@ def run_recorded(record_path: Path, record: dict[str, Any],
     except TrialMismatch:
         raise  # the folder is another trial's: leave its files alone
     except Exception as error:
-        text = str(error) if isinstance(error, TrialFailed) else f"{type(error).__name__}: {error}"
-        reason = (text.strip().splitlines() or [type(error).__name__])[0]
+        reason = one_line_reason(error)
         record.update(status="failed", reason=reason, wall_time_s=time.monotonic() - started)
         atomic_write_json(record_path, record)
         raise TrialFailed(reason) from error
     record.update(status="done", **summary)
     atomic_write_json(record_path, record)
     return record
+
+
+def one_line_reason(error: BaseException) -> str:
+    """What a failed trial's record says: a TrialFailed's own message, else the error's type and
+    message; only the first line, so reasons fit in tables and status listings."""
+    text = str(error) if isinstance(error, TrialFailed) else f"{type(error).__name__}: {error}"
+    return (text.strip().splitlines() or [type(error).__name__])[0]
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:

@@ -22,11 +22,10 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkp
 from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
+from .engine import RECORD_FILE
 from .protocol import EvalSettings, Protocol
 from .records import environment
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
-
-RECORD_FILE = "record.json"
 
 # §5.3: CIFAR-100 and SVHN raise the drop-path target after every epoch whose training accuracy
 # exceeds a threshold: (threshold %, increment) up to the paper's epoch 400, then after it.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import TrialFailed
+from .engine import RECORD_FILE, TrialFailed, one_line_reason
 from .methods import PLUGINS_ENV
 from .plan import Plan, Trial
 from .store import Store
@@ -68,11 +68,8 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         try:
             record = _run_phase(trial, protocol_from_dict(protocol, name=protocol["name"]), store,
                                 data_root, device)
-        except TrialFailed as error:
-            record = _failed_trial_record(store, trial, protocol, str(error))
         except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
-            reason = (f"{type(error).__name__}: {error}".strip().splitlines() or ["error"])[0]
-            record = _failed_trial_record(store, trial, protocol, reason)
+            record = _failed_trial_record(store, trial, protocol, one_line_reason(error))
         record = {**record, **trial.to_dict(), "attempts": attempts, "resources": resources.to_dict(),
                   "worker": {**worker, "started_at": started, "finished_at": time.time()}}
         store.write_record(record)
@@ -104,14 +101,15 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
 
 
 def _failed_trial_record(store: Store, trial: Trial, protocol: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The trial folder's own failed record when the loop wrote one (it has the history and
-    environment), else a minimal one."""
+    """The trial folder's own failed record when the loop wrote it for this failure (it has the
+    history and environment), else a minimal one. An earlier attempt's record with another reason
+    is not this failure's."""
     from .files import read_json
 
-    path = store.trial_dir(trial.trial_id) / "record.json"
+    path = store.trial_dir(trial.trial_id) / RECORD_FILE
     if path.exists():
         own = read_json(path)
-        if own.get("status") == "failed":
+        if own.get("status") == "failed" and own.get("reason") == reason:
             return own
     return {"status": "failed", "reason": reason, "phase": trial.phase, "protocol": protocol}
 
@@ -177,7 +175,7 @@ class Dispatch:
 
     def counts_line(self, started: float) -> str:
         finished = self.counts["done"] + self.counts["failed"]
-        pending = len(self.ready) + sum(map(len, self.waiting.values()))
+        pending = self.to_run
         line = (f"done {self.counts['done'] + self.skipped}/{len(self.plan.trials)}"
                 f" ({self.skipped} before this run) | running {len(self.running)}"
                 f" | failed {self.counts['failed']} | pending {pending}")

@@ -18,12 +18,12 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkp
 from .data import get_dataset
 from .data.sources import ImageSet, load_images, search_split
 from .data.stream import GpuBatchStream
+from .engine import RECORD_FILE
 from .methods import SearchContext, SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
 from .records import environment
 
 ARCH_FILE = "arch.npz"
-RECORD_FILE = "record.json"
 
 
 def _search_data(method: SearchMethod, dataset: str, data_root: Any) -> tuple[ImageSet, ImageSet | None]:
