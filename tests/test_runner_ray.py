@@ -63,6 +63,28 @@ def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
     assert "running 0" in third.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize("executor", ["ray", "serial"])
+def test_ctrl_c_stops_with_130_says_how_to_resume_and_the_rerun_finishes(tmp_path, executor):
+    storage = tmp_path / "s"
+    args = ["benchmark", "--suite", "demo", "--baselines", "darts,gdas,drnas", "--executor", executor,
+            "--storage", str(storage)]
+    driver = subprocess.Popen([LHDBENCH, *args], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((storage / "records").glob("*.json"))) < 3:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=300)
+    assert driver.returncode == 130, err[-3000:]
+    assert "Rerun the same command to resume" in err
+    stopped = len(list((storage / "records").glob("*.json")))
+    assert 3 <= stopped < 30
+    rerun = cli(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"({stopped} before this run)" in rerun.stderr
+    assert len(list((storage / "records").glob("*.json"))) == 30
+
+
 def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
     storage = tmp_path / "s"
     result = cli(["benchmark", "--suite", "demo", "--baselines", "test-raises,test-nan,random",
