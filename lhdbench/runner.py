@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine import RECORD_FILE, TrialFailed, one_line_reason
+from .engine import RECORD_FILE, TrialFailed, one_line_reason, pick_device
 from .methods import PLUGINS_ENV
 from .plan import Plan, Trial
 from .store import Store
@@ -262,7 +262,9 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions = RunOp
 
 def _run_serial(plan: Plan, store: Store, dispatch: Dispatch, options: RunOptions,
                 progress: ProgressLine) -> None:
-    resources = Resources(cpus=options.cpus_per_trial, gpus=0.0)
+    # In-process trials own the whole device, and the report's GPU-hours are wall time x this share.
+    on_gpu = pick_device(options.device).type == "cuda"
+    resources = Resources(cpus=options.cpus_per_trial, gpus=1.0 if on_gpu else 0.0)
     protocol = plan.protocol.to_dict()
     while (trial := dispatch.next_trial()) is not None:
         progress.update()
