@@ -65,6 +65,20 @@ def test_markdown_cells_show_failed_missing_and_absent_cells(outputs):
     assert "## Failed trials" in text and "CUDA out of memory while training" in text
 
 
+def test_a_failed_search_is_listed_with_the_evaluations_it_fails(tmp_path):
+    # A search row has no policy: the failed table must show it, not break on it.
+    make_store(tmp_path / "s", CELLS)
+    Store(tmp_path / "s").write_record(record("s-gdas-cifar10-1", "search", "gdas", "cifar10", 1,
+                                              status="failed"))
+    write_report(build_report(tmp_path / "s"), tmp_path / "o", ("md", "tex"))
+    rows = (tmp_path / "o" / "leaderboard.md").read_text().splitlines()
+    assert "| gdas | 85.50 \u00b1 0.71 (n=2) | failed 1/2, missing 1/2 |" in rows  # no done seed in 1m
+    assert "| search | gdas | cifar10 | \u2013 | 1 | CUDA out of memory while training |" in rows
+    assert "| evaluate | gdas | cifar10 | 1m | 1 | its search failed |" in rows
+    tex = (tmp_path / "o" / "tables" / "failed.tex").read_text().splitlines()
+    assert r"search & gdas & cifar10 & -- & 1 & CUDA out of memory while training \\" in tex
+
+
 def test_markdown_reports_friedman_not_possible_and_the_leaderboard(outputs):
     text = (outputs[0] / "leaderboard.md").read_text()
     # Only darts and pc_darts have results in both conditions: too few for the test.

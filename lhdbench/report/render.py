@@ -232,9 +232,10 @@ def failed_table(report: Report) -> Table:
     frame = incomplete_trials(report)
     frame = frame[frame["status"] == "failed"]
     rows = []
-    for r in frame.to_dict("records"):
-        reason = " ".join(str(r["reason"] or "").split())
-        rows.append([Cell(r["phase"]), Cell(r["baseline"]), Cell(r["dataset"]), Cell(r["policy"] or NONE),
+    # A search has no policy, and a trial may have no reason: NaN in the frame, not None.
+    for r in frame.fillna({"policy": NONE, "reason": ""}).to_dict("records"):
+        reason = " ".join(str(r["reason"]).split())
+        rows.append([Cell(r["phase"]), Cell(r["baseline"]), Cell(r["dataset"]), Cell(r["policy"]),
                      Cell(str(r["seed"])), Cell(reason[:120] + ("..." if len(reason) > 120 else ""))])
     return Table("failed", "Failed trials (an evaluation whose search failed counts as failed).",
                  ["phase", "baseline", "dataset", "policy", "seed", "reason"], rows, "llllrl")
@@ -264,7 +265,7 @@ def md_table(table: Table) -> str:
 
 
 def _counts(values: Sequence) -> str:
-    counts = Counter(v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
+    counts = Counter(v for v in values if not pd.isna(v))
     return ", ".join(f"{k} ({n} trials)" for k, n in sorted(counts.items())) or "none recorded"
 
 
