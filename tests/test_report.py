@@ -45,8 +45,10 @@ def record(trial_id: str, phase: str, baseline: str, dataset: str, seed: int, *,
 def make_store(root: Path, cells: dict[tuple[str, str, str], list], *, preset: str = "paper",
                protocol: dict | None = None, suite: str = "test", **kwargs) -> Store:
     """cells maps (baseline, dataset, policy) to one entry per seed: an accuracy, FAILED or MISSING.
-    Each (baseline, dataset, seed) gets a done search; every trial is in the plan."""
+    Each (baseline, dataset, seed) gets a done search; every trial is in the plan, naming its protocol
+    as the runner's entries do."""
     store = Store(root)
+    name = (protocol or PAPER)["name"]
     planned: dict[str, dict] = {}
     for (baseline, dataset, policy), seeds in sorted(cells.items()):
         for seed, entry in enumerate(seeds):
@@ -54,13 +56,13 @@ def make_store(root: Path, cells: dict[tuple[str, str, str], list], *, preset: s
             if search_id not in planned:
                 planned[search_id] = {"trial_id": search_id, "phase": "search", "baseline": baseline,
                                       "dataset": dataset, "seed": seed, "policy": None,
-                                      "search_trial_id": None}
+                                      "search_trial_id": None, "protocol": name}
                 store.write_record(record(search_id, "search", baseline, dataset, seed, protocol=protocol,
                                           **kwargs))
             trial_id = f"e-{baseline}-{dataset}-{policy}-{seed}"
             planned[trial_id] = {"trial_id": trial_id, "phase": "evaluate", "baseline": baseline,
                                  "dataset": dataset, "seed": seed, "policy": policy,
-                                 "search_trial_id": search_id}
+                                 "search_trial_id": search_id, "protocol": name}
             if entry is MISSING:
                 continue
             store.write_record(record(
@@ -68,7 +70,7 @@ def make_store(root: Path, cells: dict[tuple[str, str, str], list], *, preset: s
                 acc=None if entry == FAILED else entry, status="failed" if entry == FAILED else "done",
                 protocol=protocol, **kwargs))
     baselines = sorted({b for b, _, _ in cells})
-    store.add_to_plan({"suite": suite, "preset": preset, "protocol": (protocol or PAPER)["name"],
+    store.add_to_plan({"suite": suite, "preset": preset, "protocol": name,
                        "baselines": baselines,
                        "datasets": sorted({d for _, d, _ in cells}),
                        "policies": sorted({p for _, _, p in cells}), "seeds": [0, 1]}, planned)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import Store, StoreError
+from ..store import Store, StoreError, flat_row
 from .options import METRICS
 
 # The paper's order of datasets and policies (lhd-reference.md §4.6); names it does not know follow,
@@ -21,7 +21,7 @@ DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100", "svhn": "SVHN"}
 
 TRIAL_COLUMNS = ("trial_id", "phase", "baseline", "dataset", "policy", "seed", "protocol", "status",
                  "reason", "value", "params", "best_after_epoch", "hours", "unit", "device_name",
-                 "lhdbench")
+                 "lhdbench", "search_trial_id")
 
 
 class ReportError(ValueError):
@@ -40,8 +40,8 @@ class Trials:
 
 
 def ordered(values: Any, order: tuple[str, ...]) -> list[str]:
-    known = [v for v in order if v in set(values)]
-    return known + sorted(set(values) - set(order))
+    values = set(values)
+    return [v for v in order if v in values] + sorted(values - set(order))
 
 
 def dataset_order(values: Any) -> list[str]:
@@ -75,7 +75,7 @@ def _hours(row: dict[str, Any]) -> tuple[float, str | None]:
         return math.nan, None
     on_gpu = str(device).startswith("cuda")
     share = row.get("gpus") if on_gpu else row.get("cpus")
-    if share is None or (isinstance(share, float) and math.isnan(share)):
+    if share is None:
         return math.nan, None
     return float(wall) / 3600.0 * float(share), "GPU" if on_gpu else "CPU"
 
@@ -98,40 +98,28 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     if not store.is_store():
         raise ReportError(f"{storage}: not a results store (no plan.json and no records/ folder)")
     try:
-        frame = store.frame()
+        records = store.records()
         plan = store.read_plan()
     except StoreError as error:
         raise ReportError(str(error)) from None
     planned: dict[str, dict[str, Any]] = plan.get("trials") or {}
     runs: list[dict[str, Any]] = plan.get("runs") or []
-    if frame.empty and not planned:
+    if not records and not planned:
         raise ReportError(f"{storage}: the store holds no trials (nothing planned, nothing recorded)")
 
     rows: dict[str, dict[str, Any]] = {}
-    for raw in frame.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in raw.items()}
+    for row in map(flat_row, records.values()):
         hours, unit = _hours(row)
         rows[row["trial_id"]] = {
             "trial_id": row["trial_id"], "phase": row["phase"], "baseline": row["baseline"],
             "dataset": row["dataset"], "policy": row["policy"] if row["phase"] == "evaluate" else None,
-            "seed": None if row["seed"] is None else int(row["seed"]),
-            "protocol": _protocol_name(row["protocol"]),
+            "seed": row["seed"], "protocol": _protocol_name(row["protocol"]),
             "status": row["status"] if row["status"] in ("done", "failed") else "failed",
             "reason": row["reason"], "value": _number(row.get(METRICS[metric])),
             "params": _number(row["params"]), "best_after_epoch": _number(row["best_after_epoch"]),
             "hours": hours, "unit": unit, "device_name": row["device_name"],
             "lhdbench": row["lhdbench"], "search_trial_id": row["search_trial_id"]}
 
-    # A planned trial carries no protocol in plan.json, only its run does; when every run of the store
-    # used one protocol and the records agree, the unrun trials are that protocol's too.
-    record_protocols = {r["protocol"] for r in rows.values() if r["protocol"]}
-    run_protocols = {str(run.get("protocol") or run.get("preset")) for run in runs
-                     if run.get("protocol") or run.get("preset")}
-    fallback = None
-    if len(run_protocols) == 1 and record_protocols <= run_protocols:
-        fallback = next(iter(run_protocols))
-    elif not run_protocols and len(record_protocols) == 1:
-        fallback = next(iter(record_protocols))
     for trial_id, entry in sorted(planned.items()):
         if trial_id in rows:
             continue
@@ -140,8 +128,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
         rows[trial_id] = {
             "trial_id": trial_id, "phase": entry.get("phase"), "baseline": entry.get("baseline"),
             "dataset": entry.get("dataset"), "policy": entry.get("policy"), "seed": entry.get("seed"),
-            "protocol": _protocol_name(entry.get("protocol")) or _protocol_name(entry.get("preset"))
-            or fallback,
+            "protocol": _protocol_name(entry.get("protocol")),
             # An evaluation whose search failed can never run: it counts as failed, not as pending.
             "status": "failed" if search_failed else "missing",
             "reason": "its search failed" if search_failed else None, "value": math.nan,
@@ -162,8 +149,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     if unattributed and known:
         notes.append(f"{unattributed} planned trial(s) of unknown protocol are left out")
     scope = [r for r in rows.values() if r["protocol"] == protocol or (not known and not r["protocol"])]
-    table = pd.DataFrame(sorted(scope, key=lambda r: r["trial_id"]),
-                         columns=[*TRIAL_COLUMNS, "search_trial_id"])
+    table = pd.DataFrame(sorted(scope, key=lambda r: r["trial_id"]), columns=list(TRIAL_COLUMNS))
     if table.empty or not (table["phase"] == "evaluate").any():
         raise ReportError(f"{storage}: no evaluation trials of protocol {protocol!r} in the store")
     return Trials(frame=table.reset_index(drop=True), protocol=protocol, metric=metric, runs=runs,

@@ -272,8 +272,8 @@ def _counts(values: Sequence) -> str:
 def header_lines(report: Report, command: str | None) -> list[str]:
     trials = report.trials
     frame = trials.frame
-    # Only the runs of the reported protocol (a run entry names it; older ones only their preset).
-    mine = [r for r in trials.runs if (r.get("protocol") or r.get("preset")) == trials.protocol]
+    # Only the runs of the reported protocol; every run when the records name none.
+    mine = [r for r in trials.runs if r.get("protocol") == trials.protocol]
     runs = sorted({(str(r.get("suite") or r.get("name") or "?"), str(r.get("preset") or "?"))
                    for r in (mine or trials.runs)})
     seeds = sorted({int(s) for s in frame["seed"].dropna()})
