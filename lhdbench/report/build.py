@@ -10,13 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots, render
-from .load import ReportError, Trials, dataset_order, load_trials, policy_order
+from .load import ReportError, Trials, load_trials
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
 from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix
-from .tables import accuracy_matrix, baselines, condition_cells, conditions, cost_table
-
-PLOT_FORMATS = ("png", "pdf")
+from .tables import accuracy_matrix, baselines, condition_cells, conditions, cost_table, evaluations
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,15 @@ class Report:
     def order(self) -> list[str]:
         """Baselines in leaderboard order."""
         return list(self.board.index)
+
+    @property
+    def datasets(self) -> dict[str, list[str]]:
+        """Each dataset's policies, both in condition order."""
+        policies: dict[str, list[str]] = {}
+        for condition in self.conditions:
+            dataset, policy = condition.split("/", 1)
+            policies.setdefault(dataset, []).append(policy)
+        return policies
 
     @property
     def metric_label(self) -> str:
@@ -81,19 +88,18 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[str, list[Path]]:
     """Every figure, by name; empty when no plot format is asked for."""
-    if not any(f in formats for f in PLOT_FORMATS):
+    if not any(f in formats for f in plots.PLOT_FORMATS):
         return {}
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
-    evals = report.trials.frame[report.trials.frame["phase"] == "evaluate"]
+    evals = evaluations(report.trials)
     with plots.style():
         written["ranks"] = plots.save(
             plots.rank_plot(report.board, report.ranks, report.friedman, report.metric_short),
             folder / "ranks", formats)
         if report.friedman.ok:
             written["cd"] = plots.save(plots.cd_diagram(report.friedman), folder / "cd", formats)
-        for dataset in dataset_order(set(evals["dataset"])):
-            policies = policy_order(set(evals.loc[evals["dataset"] == dataset, "policy"]))
+        for dataset, policies in report.datasets.items():
             figure = plots.accuracy_plot(evals, report.cells, report.order, dataset, policies,
                                          report.metric_short)
             written[f"accuracy_{dataset}"] = plots.save(figure, folder / f"accuracy_{dataset}", formats)

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .load import short_condition
+from .load import condition_name, short_condition
 from .stats import Friedman
 
 COLUMN_WIDTH = 3.5
 PAGE_WIDTH = 7.0
 DPI = 300
+PLOT_FORMATS = ("png", "pdf")
 
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7,
@@ -47,9 +48,9 @@ def new_figure(width: float, height: float):
 
 
 def save(figure, stem: Path, formats: Sequence[str]) -> list[Path]:
-    """Write the figure as stem.<format> for each of png and pdf asked for; return the files."""
+    """Write the figure as stem.<format> for each plot format asked for; return the files."""
     written = []
-    for fmt in ("png", "pdf"):
+    for fmt in PLOT_FORMATS:
         if fmt in formats:
             path = stem.with_suffix(f".{fmt}")
             figure.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight",
@@ -130,7 +131,7 @@ def accuracy_plot(trials: pd.DataFrame, cells: pd.DataFrame, order: list[str], d
     axes = figure.subplots(1, len(policies), sharey=True, squeeze=False)
     axes = axes[0]
     for ax, policy in zip(axes, policies, strict=True):
-        condition = f"{dataset}/{policy}"
+        condition = condition_name(dataset, policy)
         here = trials[(trials["dataset"] == dataset) & (trials["policy"] == policy)]
         done = here[(here["status"] == "done") & here["value"].notna()]
         values = done["value"].to_numpy(dtype=float) * 100

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .tables import COMPARE_DECIMALS
+
 
 def rank_within(values: np.ndarray) -> np.ndarray:
     """Rank 1 for the highest value; tied values share the average of the ranks they span."""
@@ -33,8 +35,8 @@ def leaderboard(ranks: pd.DataFrame) -> pd.DataFrame:
         "conditions": len(ranks.columns),
     }, index=ranks.index)
     key = table.assign(_missing=table["average_rank"].isna(),
-                       _avg=table["average_rank"].round(9).fillna(math.inf), _neg=-table["ranked"],
-                       _name=table.index)
+                       _avg=table["average_rank"].round(COMPARE_DECIMALS).fillna(math.inf),
+                       _neg=-table["ranked"], _name=table.index)
     order = key.sort_values(["_missing", "_avg", "_neg", "_name"]).index
     table = table.loc[order]
     table.insert(0, "position", range(1, len(table) + 1))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .load import DATASET_SHORT, dataset_order, short_condition
+from .load import DATASET_SHORT, condition_name, dataset_order, short_condition
+from .tables import COMPARE_DECIMALS
 
 if TYPE_CHECKING:
     from .build import Report
@@ -96,8 +97,8 @@ def _cell_lookup(report: Report) -> dict[tuple[str, str], dict]:
 def accuracy_tables(report: Report) -> list[Table]:
     lookup = _cell_lookup(report)
     tables = []
-    for dataset in dataset_order({c.split("/")[0] for c in report.conditions}):
-        columns = [c for c in report.conditions if c.split("/")[0] == dataset]
+    for dataset, policies in report.datasets.items():
+        columns = [condition_name(dataset, p) for p in policies]
         rows = [[Cell(b)] + [accuracy_cell(lookup.get((b, c))) for c in columns] for b in report.order]
         no_value = report.cells.loc[report.cells["dataset"] == dataset, "no_value"].sum() > 0
         tables.append(Table(
@@ -108,7 +109,7 @@ def accuracy_tables(report: Report) -> list[Table]:
             "not in the mean" + ("; 'no value k/m': done, but without this metric in the record"
                                  if no_value else "") + f". {NONE}: not part of the suite. Rows in "
             "leaderboard order.",
-            ["baseline"] + [c.split("/", 1)[1] for c in columns], rows))
+            ["baseline"] + policies, rows))
     return tables
 
 
@@ -139,10 +140,6 @@ def params_table(report: Report) -> Table:
                  ["baseline"] + [short_condition(c) for c in report.conditions], rows)
 
 
-def _units(report: Report) -> set[str]:
-    return set(report.trials.frame["unit"].dropna())
-
-
 def _cost_cell(gpu: float, cpu: float, both: bool) -> Cell:
     if not both:
         return Cell(hours_text(gpu + cpu))
@@ -152,7 +149,7 @@ def _cost_cell(gpu: float, cpu: float, both: bool) -> Cell:
 
 def cost_table(report: Report) -> Table:
     cost = report.cost
-    units = _units(report)
+    units = set(report.trials.frame["unit"].dropna())
     both = len(units) > 1
     unit = "hours" if both else f"{next(iter(units), 'GPU')}-hours"
     datasets = dataset_order(set(cost["dataset"]))
@@ -335,12 +332,12 @@ def markdown(report: Report, images: dict[str, str], command: str | None = None)
     if f.ok:
         pairs = [(a, b, f.nemenyi.loc[a, b]) for i, a in enumerate(f.baselines)
                  for b in f.baselines[i + 1:] if f.nemenyi.loc[a, b] < f.alpha]
+        by_rank = sorted(f.baselines, key=lambda b: (round(f.average_ranks[b], COMPARE_DECIMALS), b))
         out += [f"Nemenyi post-hoc test (scikit-posthocs): {len(pairs)} of "
                 f"{len(f.baselines) * (len(f.baselines) - 1) // 2} pairs differ at alpha = {f.alpha:g}"
                 + (": " + "; ".join(f"{a} vs {b} (p = {p_text(p)})" for a, b, p in pairs) if pairs else "")
                 + ". Average ranks over the complete block: "
-                + ", ".join(f"{b} {f.average_ranks[b]:.2f}" for b in
-                            sorted(f.baselines, key=lambda b: (round(f.average_ranks[b], 9), b))) + ".", ""]
+                + ", ".join(f"{b} {f.average_ranks[b]:.2f}" for b in by_rank) + ".", ""]
         out += _figure(images, "cd", "Critical-difference diagram: baselines joined by a bar are not "
                        f"significantly different (Nemenyi, alpha = {f.alpha:g}).")
     section("Statistics: ranking stability (Kendall's tau)", kendall_table(report))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .ranks import rank_within
+from .ranks import condition_ranks
 
 ALPHA = 0.05
 
@@ -71,8 +71,8 @@ def friedman(matrix: pd.DataFrame, alpha: float = ALPHA) -> Friedman:
         f_p = float(stats.f.sf(f_value, k - 1, (k - 1) * (n - 1)))
     else:
         f_value, f_p = math.inf, 0.0
-    ranks = np.column_stack([rank_within(column) for column in values.T])
-    average = pd.Series(ranks.mean(axis=1), index=complete.index, name="average_rank")
+    # Ranked again within the complete block: the left-out baselines take no rank here.
+    average = condition_ranks(complete).mean(axis=1).rename("average_rank")
     import scikit_posthocs  # noqa: PLC0415  (slow to import; only the statistics need it)
 
     nemenyi = scikit_posthocs.posthoc_nemenyi_friedman(

@@ -15,8 +15,8 @@ CELL_COLUMNS = ("baseline", "dataset", "policy", "condition", "trials", "done", 
 COST_COLUMNS = ("baseline", "dataset", "search_trials", "search_failed", "search_gpu_hours",
                 "search_cpu_hours", "eval_gpu_hours", "eval_cpu_hours")
 
-# Means are compared after rounding far below any meaningful accuracy difference, so that two equal
-# sets of seed results summed in a different order still tie exactly.
+# Means (of accuracies, and of ranks) are compared after rounding far below any meaningful difference,
+# so that two equal sets of values summed in a different order still tie exactly.
 COMPARE_DECIMALS = 9
 
 
@@ -83,22 +83,13 @@ def accuracy_matrix(cells: pd.DataFrame, baseline_names: list[str], condition_na
     return matrix
 
 
-def cell_matrix(cells: pd.DataFrame, column: str, baseline_names: list[str], condition_names: list[str]
-                ) -> pd.DataFrame:
-    """Any cell column as baselines x conditions; None where the baseline has no such cell."""
-    matrix = pd.DataFrame(None, index=pd.Index(baseline_names, name="baseline"),
-                          columns=pd.Index(condition_names, name="condition"), dtype=object)
-    for row in cells.to_dict("records"):
-        matrix.loc[row["baseline"], row["condition"]] = row[column]
-    return matrix
-
-
 def cost_table(trials: Trials) -> pd.DataFrame:
     """Hours spent per (baseline, dataset), failed trials included: they used the hardware too."""
     frame = trials.frame
+    names = baselines(trials)
     rows = []
     for dataset in dataset_order(set(frame["dataset"].dropna())):
-        for baseline in baselines(trials):
+        for baseline in names:
             group = frame[(frame["baseline"] == baseline) & (frame["dataset"] == dataset)]
             if group.empty:
                 continue
