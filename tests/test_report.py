@@ -132,6 +132,9 @@ def test_cost_is_gpu_hours_on_gpu_and_cpu_hours_on_cpu_failed_trials_included(tm
     make_store(tmp_path / "cpu", {("a", "cifar10", "base"): [0.9]}, wall_time_s=1800, device="cpu", cpu=4)
     row = build_report(tmp_path / "cpu").cost.iloc[0]
     assert (row["search_cpu_hours"], row["eval_cpu_hours"], row["eval_gpu_hours"]) == (2.0, 2.0, 0.0)
+    # Evaluation cost is also kept per cell (baseline, dataset, policy).
+    cpu = build_report(tmp_path / "cpu")
+    assert cell(cpu, "a", "cifar10/base")["eval_cpu_hours"] == pytest.approx(2.0)
 
 
 def test_best_metric_reads_best_test_acc(tmp_path):
@@ -140,6 +143,18 @@ def test_best_metric_reads_best_test_acc(tmp_path):
     assert cell(report, "a", "cifar10/base")["mean"] == pytest.approx(0.901)
     assert "after epoch 400" in report.metric_label
     assert build_report(tmp_path).metric_label == "final-epoch test accuracy"
+
+
+def test_done_record_without_the_metric_counts_as_no_value(tmp_path):
+    store = make_store(tmp_path, {("a", "cifar10", "base"): [0.90, MISSING]})
+    short = record("e-a-cifar10-base-1", "evaluate", "a", "cifar10", 1, policy="base", acc=0.5,
+                   search_trial_id="s-a-cifar10-1")
+    del short["best_test_acc"]  # a protocol too short for the best-after window
+    store.write_record(short)
+    a = cell(build_report(tmp_path, metric="best"), "a", "cifar10/base")
+    assert (a["trials"], a["done"], a["no_value"], a["missing"]) == (2, 1, 1, 0)
+    assert a["mean"] == pytest.approx(0.901)
+    assert cell(build_report(tmp_path), "a", "cifar10/base")["no_value"] == 0
 
 
 # -- ranks --------------------------------------------------------------------------------------------
@@ -220,8 +235,14 @@ def test_friedman_matches_scipy_and_the_rank_formula():
     r = result.average_ranks.to_numpy()
     uncorrected = 12 * n / (k * (k + 1)) * (np.sum(r**2) - k * (k + 1) ** 2 / 4)
     assert uncorrected == pytest.approx(reference.statistic, rel=0.01) and uncorrected < reference.statistic
-    f = (n - 1) * result.statistic / (n * (k - 1) - result.statistic)
-    assert result.iman_davenport == pytest.approx(f)
+    # Iman and Davenport's F is the repeated-measures ANOVA F on the ranks within each condition.
+    ranks = np.column_stack([stats.rankdata(-matrix[c]) for c in matrix.columns])
+    means = ranks.mean(axis=1, keepdims=True)
+    between = n * np.sum((means - (k + 1) / 2) ** 2) / (k - 1)
+    within = np.sum((ranks - means) ** 2) / ((k - 1) * (n - 1))
+    f_value = between / within
+    assert result.iman_davenport == pytest.approx(f_value, rel=1e-12)
+    assert result.iman_davenport_pvalue == pytest.approx(stats.f.sf(f_value, k - 1, (k - 1) * (n - 1)))
     assert result.critical_difference == pytest.approx(critical_difference(6, 8))
 
 
@@ -256,14 +277,15 @@ def test_kendall_tau_matches_scipy_over_common_baselines(tmp_path):
     make_store(tmp_path, cells)
     report = build_report(tmp_path)
     pairs = report.kendall.set_index(["condition_a", "condition_b"])
+    condition = {"c0": "cifar10/base", "c1": "cifar10/1m", "c2": "cifar10/3ops"}
     for a, b in [("c0", "c1"), ("c0", "c2"), ("c1", "c2")]:
-        ca, cb = {"c0": "cifar10/base", "c1": "cifar10/1m", "c2": "cifar10/3ops"}[a], \
-            {"c0": "cifar10/base", "c1": "cifar10/1m", "c2": "cifar10/3ops"}[b]
+        ca, cb = condition[a], condition[b]
         reference = stats.kendalltau(matrix[a], matrix[b])
         assert pairs.loc[(ca, cb), "tau"] == pytest.approx(reference.statistic)
         assert pairs.loc[(ca, cb), "pvalue"] == pytest.approx(reference.pvalue)
         assert pairs.loc[(ca, cb), "baselines"] == 5
-        assert report.kendall_matrix.loc[cb, ca] == report.kendall_matrix.loc[ca, cb]
+        assert report.kendall_matrix.loc[cb, ca] == report.kendall_matrix.loc[ca, cb] \
+            == pytest.approx(reference.statistic)
 
 
 def test_discernibility_range_per_condition(tmp_path):
