@@ -112,3 +112,65 @@ def single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- search-method helpers shared by the test_baseline_* files ---------------------------------------
+
+ARCH_NAMES = ("alphas_normal", "alphas_reduce", "alphas_normal_output", "alphas_reduce_output")
+
+
+def smoke_search_moving_every_arch_parameter(name: str, protocol, out: Path, seed: int = 0):
+    """Run a smoke search of `name` and check that it ran every epoch and moved every architecture
+    parameter from its seeded start. Returns (record, exported ArchWeights, final supernet state)."""
+    import torch
+
+    from lhdbench.checkpoint import load_checkpoint
+    from lhdbench.methods import get_method, resolve_settings
+    from lhdbench.search import ARCH_FILE, run_search
+    from lhdbench.space import load_arch_weights
+
+    record = run_search(name, "digits", seed, protocol, out, progress=False)
+    assert record["status"] == "done" and len(record["history"]) == protocol.search.epochs
+    final = load_checkpoint(out / "checkpoint.pt", torch.device("cpu"))["supernet"]
+    cls = get_method(name)
+    torch.manual_seed(seed)
+    start = cls(*resolve_settings(cls, protocol)).build_supernet(10)
+    assert all(not torch.equal(final[n], getattr(start, n)) for n in ARCH_NAMES)
+    return record, load_arch_weights(out / ARCH_FILE), final
+
+
+def stop_at_epoch(cls, stop: int):
+    """An on_epoch_start for `cls` that interrupts the search when epoch `stop` begins."""
+    original = cls.on_epoch_start
+
+    def on_epoch_start(self, epoch):
+        if epoch == stop:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    return on_epoch_start
+
+
+def assert_resume_equals_whole(name: str, protocol, tmp_path: Path, seed: int, stop: int) -> dict:
+    """Interrupt a search of `name` when epoch `stop` begins, resume it, and check that it ends with
+    the same architecture weights and losses as an uninterrupted run. Returns the whole run's record."""
+    from lhdbench.engine import RECORD_FILE
+    from lhdbench.methods import get_method
+    from lhdbench.search import ARCH_FILE, run_search
+    from lhdbench.space import load_arch_weights
+
+    whole = run_search(name, "digits", seed, protocol, tmp_path / "whole", progress=False)
+    cls = get_method(name)
+    with pytest.MonkeyPatch.context() as patch:
+        # monkeypatch removes the attribute again instead of leaving a copy on `cls`
+        patch.setattr(cls, "on_epoch_start", stop_at_epoch(cls, stop))
+        with pytest.raises(KeyboardInterrupt):
+            run_search(name, "digits", seed, protocol, tmp_path / "stopped", progress=False)
+    assert not (tmp_path / "stopped" / RECORD_FILE).exists()
+    resumed = run_search(name, "digits", seed, protocol, tmp_path / "stopped", progress=False)
+    a = load_arch_weights(tmp_path / "whole" / ARCH_FILE)
+    b = load_arch_weights(tmp_path / "stopped" / ARCH_FILE)
+    for x, y in zip(a.matrices(), b.matrices(), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    return whole

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_resume_equals_whole
 from lhdbench.baselines.beta_darts import beta_regularizer
 
 from lhdbench.data import get_dataset
@@ -130,24 +131,5 @@ def test_smoke_search_completes_and_moves_the_architecture(tmp_path, smoke):
 
 
 @pytest.mark.slow
-def test_resume_keeps_the_regularizer_schedule(tmp_path, smoke, monkeypatch):
-    longer = smoke.replace(search={"epochs": 3})
-    whole = run_search("beta-darts", "digits", 1, longer, tmp_path / "whole", progress=False)
-    cls = get_method("beta-darts")
-    original = cls.on_epoch_start
-
-    def stop_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cls, "on_epoch_start", stop_at_epoch_2)
-        with pytest.raises(KeyboardInterrupt):
-            run_search("beta-darts", "digits", 1, longer, tmp_path / "stopped", progress=False)
-    resumed = run_search("beta-darts", "digits", 1, longer, tmp_path / "stopped", progress=False)
-    a = load_arch_weights(tmp_path / "whole" / ARCH_FILE)
-    b = load_arch_weights(tmp_path / "stopped" / ARCH_FILE)
-    for x, y in zip(a.matrices(), b.matrices(), strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+def test_resume_keeps_the_regularizer_schedule(tmp_path, smoke):
+    assert_resume_equals_whole("beta-darts", smoke.replace(search={"epochs": 3}), tmp_path, seed=1, stop=2)

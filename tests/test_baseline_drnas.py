@@ -7,18 +7,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ARCH_NAMES, smoke_search_moving_every_arch_parameter
 from lhdbench.baselines.drnas import concentration, dirichlet_cell_weights, dirichlet_mean_weights
 
-from lhdbench.checkpoint import load_checkpoint
 from lhdbench.methods import get_method, resolve_settings
 from lhdbench.protocol import ProtocolError, load_protocol
-from lhdbench.search import ARCH_FILE, run_search
-from lhdbench.space import PRIMITIVES, discretize, get_policy, load_arch_weights
+from lhdbench.space import PRIMITIVES, discretize, get_policy
 from lhdbench.space.layout import NUM_NODES, node_rows
 from lhdbench.space.supernet import lhd_cell_weights
 
 SMOKE = load_protocol("smoke")
-ARCH_NAMES = ("alphas_normal", "alphas_reduce", "alphas_normal_output", "alphas_reduce_output")
 
 
 def make_method(**hparams):
@@ -149,12 +147,5 @@ def test_defaults_and_flags():
 
 @pytest.mark.slow
 def test_smoke_search_completes_and_moves_the_architecture(tmp_path):
-    record = run_search("drnas", "digits", 0, SMOKE, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == SMOKE.search.epochs
-    final = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))["supernet"]
-    cls = get_method("drnas")
-    torch.manual_seed(0)
-    start = cls(*resolve_settings(cls, SMOKE)).build_supernet(10)
-    assert all(not torch.equal(final[n], getattr(start, n)) for n in ARCH_NAMES)
-    weights = load_arch_weights(tmp_path / ARCH_FILE)
+    _, weights, _ = smoke_search_moving_every_arch_parameter("drnas", SMOKE, tmp_path)
     assert weights.metadata["method"] == "drnas" and weights.metadata["export"] == "softmax"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_resume_equals_whole
 from lhdbench.baselines.gaea import MIN_ALPHA, exponentiated_gradient_
 
 from lhdbench.data import get_dataset
@@ -139,30 +140,7 @@ def test_smoke_search_completes_moves_the_architecture_and_feeds_the_right_batch
         assert (gates >= 0.5 - 1e-6).all() and (gates <= 1 / (1 + np.exp(-1)) + 1e-6).all()
 
 
-def stop_at_epoch(cls, stop: int):
-    original = cls.on_epoch_start
-
-    def on_epoch_start(self, epoch):
-        if epoch == stop:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    return on_epoch_start
-
-
 @pytest.mark.slow
-def test_erm_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke, monkeypatch):
+def test_erm_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
     """The single-level path: no arch optimizer and no arch stream in the checkpoint."""
-    longer = smoke.replace(search={"epochs": 3})
-    whole = run_search("gaea-erm", "digits", 1, longer, tmp_path / "whole", progress=False)
-    with monkeypatch.context() as patch:
-        cls = get_method("gaea-erm")
-        patch.setattr(cls, "on_epoch_start", stop_at_epoch(cls, 2))
-        with pytest.raises(KeyboardInterrupt):
-            run_search("gaea-erm", "digits", 1, longer, tmp_path / "stopped", progress=False)
-    resumed = run_search("gaea-erm", "digits", 1, longer, tmp_path / "stopped", progress=False)
-    a = load_arch_weights(tmp_path / "whole" / ARCH_FILE)
-    b = load_arch_weights(tmp_path / "stopped" / ARCH_FILE)
-    for x, y in zip(a.matrices(), b.matrices(), strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert_resume_equals_whole("gaea-erm", smoke.replace(search={"epochs": 3}), tmp_path, seed=1, stop=2)

@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import smoke_search_moving_every_arch_parameter
 from lhdbench.baselines.gdas import (
     GdasEdge,
     hard_gumbel_softmax,
@@ -14,11 +15,8 @@ from lhdbench.baselines.gdas import (
     tau_at,
 )
 
-from lhdbench.checkpoint import load_checkpoint
 from lhdbench.methods import get_method, resolve_settings
 from lhdbench.protocol import ProtocolError, load_protocol
-from lhdbench.search import ARCH_FILE, run_search
-from lhdbench.space import load_arch_weights
 from lhdbench.space.layout import NUM_NODES, node_rows
 from lhdbench.space.supernet import lhd_cell_weights, reduction_cells
 
@@ -218,15 +216,7 @@ def test_defaults_and_flags():
 
 @pytest.mark.slow
 def test_smoke_search_completes_moves_the_architecture_and_exports_softmax_at_t1(tmp_path):
-    record = run_search("gdas", "digits", 0, SMOKE, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == SMOKE.search.epochs
-    final = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))["supernet"]
-    method = make_method(epochs=SMOKE.search.epochs)
-    torch.manual_seed(0)
-    start = method.build_supernet(10)
-    names = ("alphas_normal", "alphas_reduce", "alphas_normal_output", "alphas_reduce_output")
-    assert all(not torch.equal(final[n], getattr(start, n)) for n in names)
-    weights = load_arch_weights(tmp_path / ARCH_FILE)
+    _, weights, final = smoke_search_moving_every_arch_parameter("gdas", SMOKE, tmp_path)
     assert weights.metadata["method"] == "gdas" and weights.metadata["export_temperature"] == 1.0
     for cell, prefix in (("normal", "alphas_normal"), ("reduce", "alphas_reduce")):
         expected = lhd_cell_weights(final[prefix], final[f"{prefix}_output"], 1.0)

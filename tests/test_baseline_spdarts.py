@@ -7,17 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import smoke_search_moving_every_arch_parameter
 
-from lhdbench.checkpoint import load_checkpoint
 from lhdbench.methods import SearchContext, get_method, resolve_settings
 from lhdbench.protocol import ProtocolError, load_protocol
-from lhdbench.search import ARCH_FILE, run_search
-from lhdbench.space import Supernet, load_arch_weights
+from lhdbench.space import Supernet
 from lhdbench.space.layout import NUM_NODES, node_rows
 from lhdbench.space.supernet import lhd_cell_weights
 
 SMOKE = load_protocol("smoke")
-ARCH_NAMES = ("alphas_normal", "alphas_reduce", "alphas_normal_output", "alphas_reduce_output")
 
 
 def make_method(epochs: int = 50, **hparams):
@@ -144,13 +142,6 @@ def test_export_is_the_lhd_transform_at_t_0_0015_and_nearly_one_hot():
 
 @pytest.mark.slow
 def test_smoke_search_completes_with_constant_lr_and_moves_the_architecture(tmp_path):
-    record = run_search("spdarts", "digits", 0, SMOKE, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == SMOKE.search.epochs
+    record, weights, _ = smoke_search_moving_every_arch_parameter("spdarts", SMOKE, tmp_path)
     assert {h["lr"] for h in record["history"]} == {0.025}
-    final = load_checkpoint(tmp_path / "checkpoint.pt", torch.device("cpu"))["supernet"]
-    cls = get_method("spdarts")
-    torch.manual_seed(0)
-    start = cls(*resolve_settings(cls, SMOKE)).build_supernet(10)
-    assert all(not torch.equal(final[n], getattr(start, n)) for n in ARCH_NAMES)
-    weights = load_arch_weights(tmp_path / ARCH_FILE)
     assert weights.metadata["method"] == "spdarts" and weights.metadata["export_temperature"] == 0.0015
