@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import engine
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_NAME, Checkpointer, GlobalRng, LoopState
 from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
@@ -109,26 +109,20 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
     test_stream = GpuBatchStream(test_data, spec, settings.batch_size, device=device, shuffle=False,
                                  channels_last=speed.channels_last)
     p_max = drop_path_target(genotype, policy, dataset) if settings.drop_path else 0.0
-    history: list[dict[str, Any]] = []
-    start_epoch, spent = 0, 0.0
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint_path, device)
-    if state is not None:
-        engine.check_inputs(state["inputs"], inputs, checkpoint_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        train_stream.load_state_dict(state["train_stream"])
-        set_rng_state(state["rng"])
-        history, p_max = state["history"], state["p_max"]
-        start_epoch, spent = state["epoch"] + 1, state["wall_time_s"]
+    loop = LoopState(values={"p_max": p_max})
+    checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, inputs, {
+        "model": model, "optimizer": optimizer, "scheduler": scheduler, "train_stream": train_stream,
+        "rng": GlobalRng(), "loop": loop})
+    checkpointer.resume(device)
+    history = loop.history
     forward = engine.maybe_compile(model, speed, static_graph=True)
     autocast = engine.autocast(speed, device)
     bar = engine.Progress(f"evaluate {policy.name}/{dataset}/seed{seed}", settings.epochs, progress)
-    began = time.monotonic()
+    spent, began = loop.wall_time_s, time.monotonic()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for epoch in range(start_epoch, settings.epochs):
+    for epoch in range(loop.next_epoch, settings.epochs):
+        p_max = loop.values["p_max"]
         model.drop_path_prob = p_max * epoch / settings.epochs
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -165,13 +159,9 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         history.append(entry)
         bar.epoch_done(epoch, f"loss {train_loss:.3f} train {train_acc:.3f}"
                        + (f" test {entry['test_acc']:.3f}" if "test_acc" in entry else ""))
-        save_checkpoint(checkpoint_path, {
-            "inputs": inputs, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "train_stream": train_stream.state_dict(),
-            "rng": rng_state(), "history": history, "p_max": p_max,
-            "wall_time_s": spent + time.monotonic() - began,
-        })
+        loop.epoch, loop.values["p_max"] = epoch, p_max
+        loop.wall_time_s = spent + time.monotonic() - began
+        checkpointer.save()
     wall = spent + time.monotonic() - began
     after = [h for h in history if h["epoch"] > settings.best_after_epoch and "test_acc" in h]
     best = max(after, key=lambda h: h["test_acc"]) if after else None
@@ -181,7 +171,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         "best_epoch": best["epoch"] if best else None,
         "best_after_epoch": settings.best_after_epoch,
         "params": count_parameters(model), "layers": model.layers, "init_channels": model.channels,
-        "drop_path_max": p_max, "history": history, "wall_time_s": wall, "epochs": settings.epochs,
+        "drop_path_max": loop.values["p_max"], "history": history, "wall_time_s": wall,
+        "epochs": settings.epochs,
         "epochs_per_s": settings.epochs / wall if wall > 0 else None,
         "peak_gpu_memory_bytes": engine.peak_memory_bytes(device),
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import engine
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_NAME, Checkpointer, GlobalRng, LoopState
 from .data import get_dataset
 from .data.sources import ImageSet, load_images, search_split
 from .data.stream import GpuBatchStream
@@ -98,33 +98,22 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
     # Separate seeds keep the two streams independent and each reproducible from the trial seed.
     streams = tuple(GpuBatchStream(data, seed=2 * seed + i, **common) if data is not None else None
                     for i, data in enumerate((weight_data, arch_data)))
-    history: list[dict[str, float]] = []
-    start_epoch, spent = 0, 0.0
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    state = load_checkpoint(checkpoint_path, device)
-    if state is not None:
-        engine.check_inputs(state["inputs"], inputs, checkpoint_path)
-        supernet.load_state_dict(state["supernet"])
-        weight_opt.load_state_dict(state["weight_optimizer"])
-        if arch_opt is not None:
-            arch_opt.load_state_dict(state["arch_optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for stream, key in zip(streams, ("weight_stream", "arch_stream"), strict=True):
-            if stream is not None:
-                stream.load_state_dict(state[key])
-        method.load_state_dict(state["method"])
-        set_rng_state(state["rng"])
-        history, start_epoch, spent = state["history"], state["epoch"] + 1, state["wall_time_s"]
+    loop = LoopState()
+    weight_stream, arch_stream = streams
+    checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, inputs, {
+        "supernet": supernet, "weight_optimizer": weight_opt, "arch_optimizer": arch_opt,
+        "scheduler": scheduler, "weight_stream": weight_stream, "arch_stream": arch_stream,
+        "method": method, "rng": GlobalRng(), "loop": loop})
+    checkpointer.resume(device)
 
     forward_module = _MethodForward(method, supernet)
     forward = engine.maybe_compile(forward_module, speed, cls.static_graph)
     ctx = SearchContext(supernet, forward, weight_opt, arch_opt, settings, engine.autocast(speed, device))
     bar = engine.Progress(f"search {cls.name}/{dataset}/seed{seed}", settings.epochs, progress)
-    weight_stream, arch_stream = streams
-    began = time.monotonic()
+    spent, began = loop.wall_time_s, time.monotonic()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for epoch in range(start_epoch, settings.epochs if cls.trains else 0):
+    for epoch in range(loop.next_epoch, settings.epochs if cls.trains else 0):
         method.on_epoch_start(epoch)
         supernet.train()
         totals: dict[str, torch.Tensor] = {}
@@ -139,26 +128,18 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
         loss = float(totals["loss_sum"]) / count
         if not torch.isfinite(torch.tensor(loss)):
             raise engine.TrialFailed(f"training loss became non-finite in epoch {epoch}")
-        history.append({"epoch": epoch, "train_loss": loss, "train_acc": float(totals["correct"]) / count,
-                        "lr": scheduler.get_last_lr()[0]})
-        bar.epoch_done(epoch, f"loss {loss:.3f} acc {history[-1]['train_acc']:.3f}")
-        save_checkpoint(checkpoint_path, {
-            "inputs": inputs, "epoch": epoch, "supernet": supernet.state_dict(),
-            "weight_optimizer": weight_opt.state_dict(),
-            "arch_optimizer": arch_opt.state_dict() if arch_opt is not None else None,
-            "scheduler": scheduler.state_dict(),
-            "weight_stream": weight_stream.state_dict(),
-            "arch_stream": arch_stream.state_dict() if arch_stream is not None else None,
-            "method": method.state_dict(), "rng": rng_state(), "history": history,
-            "wall_time_s": spent + time.monotonic() - began,
-        })
+        loop.history.append({"epoch": epoch, "train_loss": loss,
+                             "train_acc": float(totals["correct"]) / count, "lr": scheduler.get_last_lr()[0]})
+        bar.epoch_done(epoch, f"loss {loss:.3f} acc {loop.history[-1]['train_acc']:.3f}")
+        loop.epoch, loop.wall_time_s = epoch, spent + time.monotonic() - began
+        checkpointer.save()
     weights = method.export(supernet)
     if not all(torch.isfinite(torch.from_numpy(m)).all() for m in weights.matrices()):
         raise engine.TrialFailed("exported architecture weights are not finite")
     weights = type(weights)(*weights.matrices(), metadata={
         **weights.metadata, "method": cls.name, "dataset": dataset, "seed": seed})
     weights.save(out_dir / ARCH_FILE)
-    summary: dict[str, Any] = {"arch_file": ARCH_FILE, "history": history}
+    summary: dict[str, Any] = {"arch_file": ARCH_FILE, "history": loop.history}
     if arch_stream is not None:
         supernet.eval()
         eval_stream = GpuBatchStream(arch_data, spec, settings.batch_size, device=device, shuffle=False,

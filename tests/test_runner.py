@@ -73,7 +73,7 @@ def test_status_cli_json_keys_and_a_store_that_is_not_one(tmp_path, capsys):
 def test_an_interrupted_evaluation_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A trial stopped after its first epoch (say its driver was killed) resumes from the checkpoint
     and ends exactly as an uninterrupted one."""
-    import lhdbench.evaluate as evaluate_module
+    import lhdbench.checkpoint as checkpoint_module
 
     plan = small_plan(baselines=("random",), policies=("base",))
     search, evaluation = plan.trials
@@ -82,21 +82,21 @@ def test_an_interrupted_evaluation_resumes_from_its_checkpoint(tmp_path, monkeyp
         run_trial(search, protocol, root)
     whole = run_trial(evaluation, protocol, tmp_path / "whole")
 
-    save = evaluate_module.save_checkpoint
+    save = checkpoint_module.save_checkpoint
     epochs_saved = []
 
     def save_then_stop(path, state):
         save(path, state)
-        epochs_saved.append(state["epoch"])
+        epochs_saved.append(state["loop"]["epoch"])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate_module, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_trial(evaluation, protocol, tmp_path / "stopped")
     assert epochs_saved == [0]
     store = Store(tmp_path / "stopped")
     assert store.read_record(evaluation.trial_id) is None  # an interrupt writes no record
-    monkeypatch.setattr(evaluate_module, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save)
     resumed = run_trial(evaluation, protocol, tmp_path / "stopped")
     assert resumed["history"] == whole["history"]
     assert resumed["final_test_acc"] == whole["final_test_acc"]
