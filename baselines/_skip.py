@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,8 @@ import torch
 from torch import nn
 
 from lhdbench.methods import SearchMethod
-from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.protocol import SearchSettings
+from lhdbench.rules import choice, number
 from lhdbench.space import Supernet
 from lhdbench.space.ops import PRIMITIVES, FactorizedReduce, build_op
 
@@ -93,13 +93,6 @@ class SkipMixedOp(nn.Module):
         return mixed + beta * self.aux(x)
 
 
-def _check_number(value: Any, key: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < minimum:
-        raise ProtocolError(f"{key}: expected a finite number >= {minimum}, got {value!r}")
-    return float(value)
-
-
 class DecayingSkipMethod(SearchMethod):
     """Shared by DARTS- and SurgeNAS: per-edge `SkipMixedOp` cells and a per-epoch beta.
 
@@ -107,14 +100,11 @@ class DecayingSkipMethod(SearchMethod):
     slow_cosine | none). Subclasses set `weighted_skip`. Not registered itself."""
 
     weighted_skip: bool = False
+    rules = {"skip_beta": number(0.0), "decay": choice(*DECAYS)}
 
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
-        self.base_beta = _check_number(self.hparams["skip_beta"], f"methods.{self.name}.skip_beta")
-        self.decay = self.hparams["decay"]
-        if self.decay not in DECAYS:
-            raise ProtocolError(f"methods.{self.name}.decay: expected one of {', '.join(DECAYS)}, "
-                                f"got {self.decay!r}")
+        self.base_beta, self.decay = self.hparams["skip_beta"], self.hparams["decay"]
         self.beta = SkipBeta(self.current_beta())
 
     def current_beta(self) -> float:

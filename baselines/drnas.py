@@ -13,15 +13,12 @@ distributions the search sampled instead (see `dirichlet_mean_weights`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet
 
 from lhdbench.methods import SearchMethod, register
-from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.rules import choice
 from lhdbench.space import ArchWeights, CellWeights, Supernet
 from lhdbench.space.layout import NUM_NODES, node_rows
 
@@ -68,15 +65,10 @@ class DrNas(SearchMethod):
     description = "Dirichlet(ELU(alpha)+1) op weights, one reparameterized sample per cell type and forward"
     paper = ("Chen, Wang, Cheng, Tang, Hsieh. DrNAS: Dirichlet Neural Architecture Search. ICLR 2021")
     defaults = {"export": "softmax"}
+    rules = {"export": choice(*EXPORTS)}
     # Every step's graph has the same shapes; the random draw changes per step, so to be safe this
     # method is not compiled.
     static_graph = False
-
-    def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
-        super().__init__(settings, hparams)
-        if self.hparams["export"] not in EXPORTS:
-            raise ProtocolError(f"methods.drnas.export: expected one of {', '.join(EXPORTS)}, "
-                                f"got {self.hparams['export']!r}")
 
     def sample(self, supernet: Supernet) -> dict[bool, CellWeights]:
         """One draw per cell type, keyed by `reduction`."""

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from lhdbench.methods import SearchMethod, register
-from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.protocol import SearchSettings
+from lhdbench.rules import POSITIVE, ProtocolError
 from lhdbench.space import PRIMITIVES, CellWeights, Supernet
 from lhdbench.space.layout import NUM_EDGES, NUM_NODES, NUM_OPS, node_rows
 from lhdbench.space.ops import build_op
@@ -156,18 +157,15 @@ class Gdas(SearchMethod):
     # cell type and forward, shared by all cells of that type (the GDAS paper and its code).
     defaults = {"batch_size": 256, "weight_lr": 0.05, "tau_max": 10.0, "tau_min": 0.1,
                 "sample_per_cell": True}
+    rules = {"tau_max": POSITIVE, "tau_min": POSITIVE}
     static_graph = False  # the ops that run change every step
 
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
-        self.tau_max = float(self.hparams["tau_max"])
-        self.tau_min = float(self.hparams["tau_min"])
-        if not 0 < self.tau_min <= self.tau_max:
-            raise ProtocolError(f"methods.gdas: need 0 < tau_min <= tau_max, got tau_min={self.tau_min}, "
+        self.tau_max, self.tau_min = self.hparams["tau_max"], self.hparams["tau_min"]
+        if self.tau_min > self.tau_max:
+            raise ProtocolError(f"methods.gdas: need tau_min <= tau_max, got tau_min={self.tau_min}, "
                                 f"tau_max={self.tau_max}")
-        if not isinstance(self.hparams["sample_per_cell"], bool):
-            raise ProtocolError(f"methods.gdas.sample_per_cell: expected true or false, "
-                                f"got {self.hparams['sample_per_cell']!r}")
         self.tau = self.tau_max
 
     def build_supernet(self, num_classes: int) -> Supernet:

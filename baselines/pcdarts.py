@@ -18,20 +18,17 @@ in a protocol's `methods.pcdarts` section.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from lhdbench.methods import SearchContext, SearchMethod, batch_metrics, register
-from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.methods import SearchContext, SearchMethod, batch_metrics, register, scaled_epochs
+from lhdbench.protocol import SearchSettings
+from lhdbench.rules import integer
 from lhdbench.space import ArchWeights, Supernet
 from lhdbench.space.ops import PRIMITIVES, build_op
-
-# The search budget upstream's warm-up of 15 epochs belongs to (§2).
-REFERENCE_EPOCHS = 50
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -59,20 +56,6 @@ class PartialMixedOp(nn.Module):
         return channel_shuffle(torch.cat([mixed, self.bypass(passive)], dim=1), self.partial)
 
 
-def warmup_epochs(warmup: int, epochs: int, scale: bool = True) -> int:
-    """Epochs without an architecture step: `warmup` as given, or scaled from the 50-epoch budget to
-    `epochs`, rounded half up (15 -> 15 of 50, 1 of 2, 0 of 1, 30 of 100)."""
-    if not scale:
-        return warmup
-    return (2 * warmup * epochs + REFERENCE_EPOCHS) // (2 * REFERENCE_EPOCHS)
-
-
-def _int_hparam(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ProtocolError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 @register
 class PcDarts(SearchMethod):
     name = "pcdarts"
@@ -81,15 +64,13 @@ class PcDarts(SearchMethod):
              "Memory-Efficient Architecture Search. ICLR 2020")
     defaults = {"batch_size": 576, "weight_lr": 0.1, "weight_lr_min": 0.0, "arch_lr": 6e-4,
                 "partial_channels": 4, "arch_warmup_epochs": 15, "scale_warmup": True}
+    rules = {"partial_channels": integer(1), "arch_warmup_epochs": integer(0)}
 
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
-        self.partial = _int_hparam(self.hparams["partial_channels"], "methods.pcdarts.partial_channels", 1)
-        warmup = _int_hparam(self.hparams["arch_warmup_epochs"], "methods.pcdarts.arch_warmup_epochs", 0)
-        scale = self.hparams["scale_warmup"]
-        if not isinstance(scale, bool):
-            raise ProtocolError(f"methods.pcdarts.scale_warmup: expected true or false, got {scale!r}")
-        self.warmup = warmup_epochs(warmup, settings.epochs, scale)
+        self.partial = self.hparams["partial_channels"]
+        self.warmup = scaled_epochs(self.hparams["arch_warmup_epochs"], settings.epochs,
+                                    self.hparams["scale_warmup"])
 
     def build_supernet(self, num_classes: int) -> Supernet:
         edge = functools.partial(PartialMixedOp, partial=self.partial)

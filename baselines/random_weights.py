@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from lhdbench.methods import SearchMethod, register
+from lhdbench.rules import POSITIVE
 from lhdbench.space import Supernet
 
 
@@ -23,6 +24,7 @@ class RandomWeights(SearchMethod):
     paper = ("the LHD random baseline: Zhang, Ding. Rethink DARTS Search Space and Renovate a New "
              "Benchmark. ICML 2023")
     defaults = {"init_std": 0.1}
+    rules = {"init_std": POSITIVE}
     trains = False
 
     def build_supernet(self, num_classes: int) -> Supernet:

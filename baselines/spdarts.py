@@ -21,17 +21,15 @@ default) a search of E epochs warms up for round(warmup_epochs * E / 50) epochs 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from lhdbench.methods import SearchContext, SearchMethod, register
-from lhdbench.protocol import ProtocolError, SearchSettings
+from lhdbench.methods import SearchContext, SearchMethod, register, scaled_epochs
+from lhdbench.protocol import SearchSettings
+from lhdbench.rules import POSITIVE, integer
 from lhdbench.space import Supernet
-
-PAPER_EPOCHS = 50  # the search length warmup_epochs refers to (lhd-reference.md §2)
 
 
 @register
@@ -43,33 +41,20 @@ class SpDarts(SearchMethod):
     defaults = {"weight_lr": 0.025, "weight_lr_min": 0.025, "warmup_epochs": 5, "scale_warmup": True,
                 "warmup_temperature": 10.0, "small_temperature": 0.0015, "warmup_factor": 10.0,
                 "infer_temperature": 0.00015}
+    rules = {"warmup_epochs": integer(0), "warmup_temperature": POSITIVE, "small_temperature": POSITIVE,
+             "warmup_factor": POSITIVE, "infer_temperature": POSITIVE}
 
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
         h = self.hparams
-        self.warmup_temperature = float(h["warmup_temperature"])
-        self.small_temperature = float(h["small_temperature"])
-        self.warmup_factor = float(h["warmup_factor"])
-        self.infer_temperature = float(h["infer_temperature"])
-        for key in ("warmup_temperature", "small_temperature", "warmup_factor", "infer_temperature"):
-            if not getattr(self, key) > 0:
-                raise ProtocolError(f"methods.spdarts.{key}: expected a positive number, got {h[key]!r}")
-        if isinstance(h["warmup_epochs"], bool) or not isinstance(h["warmup_epochs"], int) \
-                or h["warmup_epochs"] < 0:
-            raise ProtocolError(f"methods.spdarts.warmup_epochs: expected an integer >= 0, "
-                                f"got {h['warmup_epochs']!r}")
-        if not isinstance(h["scale_warmup"], bool):
-            raise ProtocolError(f"methods.spdarts.scale_warmup: expected true or false, "
-                                f"got {h['scale_warmup']!r}")
+        self.warmup_temperature, self.small_temperature = h["warmup_temperature"], h["small_temperature"]
+        self.warmup_factor, self.infer_temperature = h["warmup_factor"], h["infer_temperature"]
         self.warmup = self.warmup_length(settings.epochs)
         self.on_epoch_start(0)
 
     def warmup_length(self, epochs: int) -> int:
         """Warm-up epochs of a search of `epochs` epochs."""
-        warmup = int(self.hparams["warmup_epochs"])
-        if self.hparams["scale_warmup"]:
-            return math.floor(warmup * epochs / PAPER_EPOCHS + 0.5)
-        return warmup
+        return scaled_epochs(self.hparams["warmup_epochs"], epochs, self.hparams["scale_warmup"])
 
     def schedule(self, epoch: int) -> tuple[float, float, float]:
         """(sparse temperature, dense temperature, C) during `epoch`: a step runs at the sparse one

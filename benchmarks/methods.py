@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from lhdbench import engine
+from lhdbench.environment import environment
 from lhdbench.methods import SearchContext, get_method, method_names, resolve_settings
 from lhdbench.protocol import load_protocol
-from lhdbench.records import environment
 from lhdbench.search import _MethodForward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,7 +74,7 @@ def main() -> None:
     steps, warmup = args.steps or (10 if gpu else 1), 3 if gpu else 1
     torch.backends.cudnn.benchmark = True
     names = args.methods.split(",") if args.methods else method_names()
-    results = {"device": environment(device), "protocol": "paper", "timed_steps": steps,
+    results = {"device": environment(device).model_dump(), "protocol": "paper", "timed_steps": steps,
                "warmup_steps": warmup, "methods": {}}
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)

@@ -29,9 +29,9 @@ from lhdbench import engine
 from lhdbench.data import get_dataset
 from lhdbench.data.sources import ImageSet
 from lhdbench.data.stream import GpuBatchStream
+from lhdbench.environment import environment
 from lhdbench.methods import SearchContext, get_method
 from lhdbench.protocol import SearchSettings, SpeedSettings
-from lhdbench.records import environment
 from lhdbench.search import _MethodForward
 from lhdbench.space import ArchWeights, FinalNetwork, Supernet, discretize, get_policy
 from lhdbench.space.supernet import MixedOp
@@ -160,7 +160,7 @@ def main() -> None:
         "train": {"plain": SpeedSettings(),
                   "optimized": SpeedSettings(precision="bf16", channels_last=True, compile=gpu)},
     }
-    results: dict = {"device": environment(device), "platform": platform.platform(),
+    results: dict = {"device": environment(device).model_dump(), "platform": platform.platform(),
                      "search_batch": search_batch, "train_batch": train_batch,
                      "timed_steps": steps, "warmup_steps": warmup, "results": {}}
     for part in args.parts.split(","):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,10 @@ ARCH_SUFFIXES = (PL_SUFFIX, NPZ_SUFFIX)
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def arch_files(paths: Sequence[str]) -> list[Path]:
@@ -102,9 +108,12 @@ def baselines_list(args: argparse.Namespace) -> int:
 
 
 def _protocol(args: argparse.Namespace):
+    from .methods import check_protocol_methods
     from .protocol import load_protocol
 
-    return load_protocol(args.preset)
+    protocol = load_protocol(args.preset)
+    check_protocol_methods(protocol)
+    return protocol
 
 
 def search_command(args: argparse.Namespace) -> int:
@@ -112,7 +121,7 @@ def search_command(args: argparse.Namespace) -> int:
 
     record = run_search(args.baseline, args.dataset, args.seed, _protocol(args), args.out,
                         device=args.device, data_root=args.data_root)
-    print(f"search done: {Path(args.out) / ARCH_FILE} ({record['wall_time_s']:.1f} s); "
+    print(f"search done: {Path(args.out) / ARCH_FILE} ({record.wall_time_s:.1f} s); "
           f"record in {Path(args.out) / 'record.json'}")
     return 0
 
@@ -123,11 +132,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     weights = load_any(args.arch)
     record = run_evaluation(weights, get_policy(args.policy), args.dataset, args.seed, _protocol(args),
                             args.out, device=args.device, data_root=args.data_root,
-                            inputs={"arch_file": str(Path(args.arch).resolve())})
-    best = record["best_test_acc"]
-    print(f"evaluation done: final test accuracy {record['final_test_acc']:.4f}"
-          + (f", best after epoch {record['best_after_epoch']} {best:.4f}" if best is not None else "")
-          + f", {record['params']:,} parameters ({record['wall_time_s']:.1f} s); "
+                            arch_file=str(Path(args.arch).resolve()))
+    best = record.best_test_acc
+    print(f"evaluation done: final test accuracy {record.final_test_acc:.4f}"
+          + (f", best after epoch {record.best_after_epoch} {best:.4f}" if best is not None else "")
+          + f", {record.params:,} parameters ({record.wall_time_s:.1f} s); "
           f"record in {Path(args.out) / 'record.json'}")
     return 0
 
@@ -136,40 +145,85 @@ def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _seed_list(text: str | None) -> list[int] | None:
-    """Seeds as `0,1,2` or a range `0-4`."""
-    if not text:
-        return None
+_SEED_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
+
+
+def seed_list(text: str) -> list[int]:
+    """Seeds as `0,1,2`, a range `0-4`, or both (`0-2,7`); each in 0..2^32-1, none twice."""
+    from .record import MAX_SEED
+
+    expected = f"--seeds {text!r}: expected seeds from 0 to {MAX_SEED} like 0,1,2 or a range like 0-4"
+    parts = [part.strip() for part in text.split(",")]
+    if not parts or any(not part for part in parts):
+        raise argparse.ArgumentTypeError(expected)
     seeds: list[int] = []
-    try:
-        for part in _names(text) or []:
-            low, _, high = part.partition("-")
-            seeds.extend(range(int(low), int(high) + 1) if high else [int(low)])
-    except ValueError:
-        raise UsageError(f"--seeds {text!r}: expected integers like 0,1,2 or a range like 0-4") from None
+    for part in parts:
+        match = _SEED_ITEM.fullmatch(part)
+        if match is None:
+            raise argparse.ArgumentTypeError(expected)
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise argparse.ArgumentTypeError(f"--seeds {text!r}: the range {part} runs backwards")
+        if high > MAX_SEED:
+            raise argparse.ArgumentTypeError(expected)
+        if high - low > 10_000:
+            raise argparse.ArgumentTypeError(f"--seeds {text!r}: the range {part} is implausibly long")
+        seeds.extend(range(low, high + 1))
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: a seed is listed twice")
     return seeds
 
 
-def benchmark_command(args: argparse.Namespace) -> int:
-    from .plan import load_suite, make_plan
-    from .runner import RunOptions, resolve_plugin_paths, run_plan
+def seed_value(text: str) -> int:
+    from .record import MAX_SEED
 
-    resolve_plugin_paths(args.plugin or [])  # before any method lookup, so plugins are registered
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}")
+    return int(text)
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _positive_number(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a share of one GPU in (0, 1], got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def benchmark_command(args: argparse.Namespace) -> int:
+    from .methods import add_plugin_files
+    from .plan import load_suite, make_plan
+    from .runner import RunOptions, run_plan
+
+    add_plugin_files(args.plugin or [])  # before any method lookup, so plugins are registered
     suite = load_suite(args.suite).narrow(
         baselines=_names(args.baselines), datasets=_names(args.datasets),
-        policies=_names(args.policies), seeds=_seed_list(args.seeds), preset=args.preset)
+        policies=_names(args.policies), seeds=args.seeds, preset=args.preset)
     plan = make_plan(suite)
-    if args.gpus_per_trial is not None and not 0 < args.gpus_per_trial <= 1:
-        raise UsageError("--gpus-per-trial must be in (0, 1]")
-    if args.cpus_per_trial <= 0 or args.retries < 0:
-        raise UsageError("--cpus-per-trial must be positive and --retries non-negative")
     storage = Path(args.storage or f"runs/{suite.name}")
-    print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches and "
-          f"{len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}", file=sys.stderr)
     options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, address=args.address,
+                         gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
+                         address=args.address,
                          data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                          device=args.device)
+    print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches and "
+          f"{len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}", file=sys.stderr)
     try:
         dispatch = run_plan(plan, storage, options)
     except KeyboardInterrupt:
@@ -188,6 +242,9 @@ def status_command(args: argparse.Namespace) -> int:
     from .status import format_status, store_status
 
     summary = store_status(args.storage)
+    for message in summary["invalid_records"]:
+        print(f"lhdbench: warning: {message}; it counts as not done (`benchmark` moves it aside and "
+              "runs the trial again)", file=sys.stderr)
     print(json.dumps(summary, indent=2, sort_keys=True) if args.json else format_status(summary))
     return 0
 
@@ -216,7 +273,7 @@ def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=seed_value, required=True, help="0 to 2^32-1")
     parser.add_argument("--preset", default="paper",
                         help=f"protocol preset ({', '.join(preset_names())}) or a YAML file")
     parser.add_argument("--out", required=True, help="trial folder; a checkpoint there is resumed")
@@ -225,8 +282,17 @@ def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: first GPU, else CPU)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message: str):
+        print(f"lhdbench: error: {_one_line(message)} (`{self.prog} --help` lists the options)",
+              file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lhdbench", description=__doc__)
+    parser = _Parser(prog="lhdbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     arch = commands.add_parser("arch", help="inspect architecture files")
@@ -267,20 +333,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--baselines", help="comma-separated methods (default: the suite's)")
     bench.add_argument("--datasets", help="comma-separated datasets (default: the suite's)")
     bench.add_argument("--policies", help="comma-separated policies (default: the suite's)")
-    bench.add_argument("--seeds", help="e.g. 0,1 or 0-4 (default: the suite's)")
+    bench.add_argument("--seeds", type=seed_list, help="e.g. 0,1 or 0-4 (default: the suite's)")
     bench.add_argument("--storage", help="results store folder (default: runs/SUITE)")
     bench.add_argument("--executor", choices=("ray", "serial"), default="ray",
                        help="ray: trials in parallel on Ray; serial: one after another in this process")
     bench.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local instance)")
-    bench.add_argument("--gpus-per-trial", type=float, default=None,
-                       help="GPU share per trial (default: from the method's measured peak memory)")
-    bench.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    bench.add_argument("--retries", type=int, default=2, help="retries of a failed trial (default 2)")
+    bench.add_argument("--gpus-per-trial", type=_share, default=None,
+                       help="GPU share per trial, in (0, 1] (default: from the trial's peak memory)")
+    bench.add_argument("--gpu-memory", type=_positive_number, default=None, metavar="GB",
+                       help="memory of one cluster GPU, for the shares where the driver sees no GPU "
+                       "(an autoscaling cluster without GPU nodes yet): trials then ask for GPUs")
+    bench.add_argument("--cpus-per-trial", type=_positive_number, default=1.0,
+                       help="CPUs per trial (default 1)")
+    bench.add_argument("--retries", type=_count, default=2, help="retries of a failed trial (default 2)")
     bench.add_argument("--plugin", action="append", metavar="FILE",
                        help="a Python file that registers a search method (repeatable)")
     bench.add_argument("--data-root", default=None,
                        help="dataset folder (default: $LHDBENCH_DATA or ~/.cache/lhdbench/data)")
-    bench.add_argument("--device", default=None, help="serial executor only: e.g. cpu or cuda:0")
+    bench.add_argument("--device", default=None,
+                       help="serial: e.g. cpu or cuda:0 (default: first GPU, else CPU); ray: cpu only")
     bench.set_defaults(handler=benchmark_command)
 
     status = commands.add_parser("status", help="counts of a store's trials and the failures")
@@ -312,18 +383,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UsageError, ValueError, DatasetUnavailable) as error:
-        print(f"lhdbench: error: {error}", file=sys.stderr)
+        print(f"lhdbench: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as error:
+        # A full disk, a folder without permission: the environment, not the input. Finished trials
+        # are intact (every write is atomic); say what and where in one line.
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"lhdbench: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except TrialFailed as error:
         print(f"lhdbench: trial failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lhdbench: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) went away; stop quietly like other Unix tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .files import atomic_write_json, read_json
+from .files import move_aside
 from .protocol import SpeedSettings
+from .record import InvalidRecord, TrialRecord, read_record, write_record
 
 # A trial folder's own record (status, inputs, results), beside its checkpoint.
 RECORD_FILE = "record.json"
@@ -28,15 +29,20 @@ class TrialMismatch(ValueError):
     """A trial folder that holds another trial's record or checkpoint; nothing is written."""
 
 
-def finished_record(record_path: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+def finished_record(record_path: Path, inputs: dict[str, Any]) -> TrialRecord | None:
     """The record of a trial that already finished successfully, else None. A folder that holds
-    another trial's record is an error, never silently reused."""
-    if record_path.exists():
-        record = read_json(record_path)
-        check_inputs(record.get("inputs"), inputs, record_path)
-        if record.get("status") == "done":
-            return record
-    return None
+    another trial's record is an error, never silently reused; a record file that does not validate is
+    moved aside (the trial runs again)."""
+    if not record_path.exists():
+        return None
+    try:
+        record = read_record(record_path)
+    except InvalidRecord as error:
+        aside = move_aside(record_path)
+        print(f"lhdbench: {error}; moved to {aside.name}, the trial runs again", file=sys.stderr)
+        return None
+    check_inputs(record.inputs, inputs, record_path)
+    return record if record.status == "done" else None
 
 
 def check_inputs(stored: dict[str, Any] | None, inputs: dict[str, Any], where: Path) -> None:
@@ -48,13 +54,13 @@ def check_inputs(stored: dict[str, Any] | None, inputs: dict[str, Any], where: P
     if stored != wanted:
         differing = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
         raise TrialMismatch(f"{where} belongs to another trial (differs in {', '.join(differing)}); "
-                         "use another --out folder")
+                            "use another --out folder")
 
 
-def run_recorded(record_path: Path, record: dict[str, Any],
-                 body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a trial body and write its record: `done` with the body's results, or `failed` with a
-    one-line reason (then raise TrialFailed). An interrupt writes nothing, so the checkpoint resumes."""
+def run_recorded(record_path: Path, fields: dict[str, Any],
+                 body: Callable[[], dict[str, Any]]) -> TrialRecord:
+    """Run a trial body and write its record: done with the body's results, or failed with a one-line
+    reason (then raise TrialFailed). An interrupt writes nothing, so the checkpoint resumes."""
     started = time.monotonic()
     try:
         summary = body()
@@ -62,11 +68,11 @@ def run_recorded(record_path: Path, record: dict[str, Any],
         raise  # the folder is another trial's: leave its files alone
     except Exception as error:
         reason = one_line_reason(error)
-        record.update(status="failed", reason=reason, wall_time_s=time.monotonic() - started)
-        atomic_write_json(record_path, record)
+        write_record(record_path, TrialRecord.failed(reason, **fields,
+                                                     wall_time_s=time.monotonic() - started))
         raise TrialFailed(reason) from error
-    record.update(status="done", **summary)
-    atomic_write_json(record_path, record)
+    record = TrialRecord.done(**fields, **summary)
+    write_record(record_path, record)
     return record
 
 

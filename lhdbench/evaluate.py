@@ -23,8 +23,9 @@ from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE
+from .environment import environment
 from .protocol import EvalSettings, Protocol
-from .records import environment
+from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
 
 # §5.3: CIFAR-100 and SVHN raise the drop-path target after every epoch whose training accuracy
@@ -70,25 +71,25 @@ def test_accuracy(model: nn.Module, stream: GpuBatchStream, autocast: Any) -> fl
 def run_evaluation(weights: ArchWeights, policy: Policy, dataset: str, seed: int, protocol: Protocol,
                    out_dir: str | Path, *, device: str | torch.device | None = None,
                    data_root: Any = None, progress: bool | None = None,
-                   inputs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or resume, or return the finished record of) one evaluation trial."""
+                   arch_file: str | None = None) -> TrialRecord:
+    """Run (or resume, or return the finished record of) one evaluation trial. `arch_file` is where the
+    weights came from, for the record."""
     out_dir = Path(out_dir)
+    check_seed(seed)
     digest = hashlib.sha256(b"".join(m.tobytes() for m in weights.matrices())).hexdigest()
-    trial = {"phase": "evaluate", "arch_sha256": digest, "policy": policy.name, "dataset": dataset,
-             "seed": seed, "protocol": protocol.to_dict()}
-    done = engine.finished_record(out_dir / RECORD_FILE, trial)
+    inputs = evaluation_inputs(digest, policy.name, dataset, seed, protocol.to_dict())
+    done = engine.finished_record(out_dir / RECORD_FILE, inputs)
     if done is not None:
         return done
     spec = get_dataset(dataset)
     genotype = discretize(weights, policy)
     device = engine.pick_device(device)
-    record: dict[str, Any] = {
-        "inputs": trial, "phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
-        "protocol": protocol.to_dict(), "genotype": genotype.to_dict(),
-        "arch_metadata": weights.metadata, **(inputs or {}), "environment": environment(device),
-    }
-    return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _train(
-        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, trial))
+    fields = {"phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
+              "protocol": protocol.to_dict(), "genotype": genotype.to_dict(), "arch_sha256": digest,
+              "arch_metadata": dict(weights.metadata), "arch_file": arch_file,
+              "environment": environment(device)}
+    return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _train(
+        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs))
 
 
 def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol: Protocol,

@@ -6,11 +6,22 @@ which imports nothing above it) can use the one implementation.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# What flock raises on filesystems that do not lock (some NFS setups without a lock daemon, FUSE).
+NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+class LockingUnsupported(OSError):
+    """The filesystem of a lock file does not support flock."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -62,3 +73,44 @@ def atomic_write_json(path: str | os.PathLike, value: Any) -> Path:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created if needed) for the block; yields whether it was
+    taken (always True when `blocking`). The kernel drops the lock when its holder dies, so a crash
+    leaves no stale lock. LockingUnsupported where the filesystem has no flock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as error:
+            if error.errno in NO_LOCKING:
+                raise LockingUnsupported(error.errno, f"{path.parent} does not support file locks "
+                                         f"(flock: {error.strerror})") from None
+            raise
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def probe_locking(folder: str | os.PathLike) -> None:
+    """LockingUnsupported unless files in `folder` (an existing directory) can be flocked. Tries it
+    on a temporary file, removed again."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lhdbench-lock-probe-")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError as error:
+            if error.errno in NO_LOCKING:
+                raise LockingUnsupported(error.errno, f"flock: {error.strerror}") from None
+            raise
+    finally:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)

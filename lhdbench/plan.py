@@ -17,15 +17,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .data import DATASETS
-from .methods import method_names
+from .methods import check_protocol_methods, method_names
 from .protocol import Protocol, load_protocol
+from .record import MAX_SEED
 from .search import search_identity
 from .space import POLICIES
+from .yamlfile import YamlError, parse_yaml
 
 SUITE_KEYS = ("name", "preset", "baselines", "datasets", "policies", "seeds")
+SUITE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
 class SuiteError(ValueError):
@@ -67,7 +68,10 @@ def load_suite(name_or_path: str) -> Suite:
         path = Path(name_or_path)
         if not path.is_file():
             raise SuiteError(f"suite file {path} does not exist")
-        text, where = path.read_text(), str(path)
+        try:
+            text, where = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as error:
+            raise SuiteError(f"{path}: cannot read suite file ({error})") from None
     else:
         if name_or_path not in suite_names():
             raise SuiteError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}; "
@@ -75,9 +79,9 @@ def load_suite(name_or_path: str) -> Suite:
         text = (_suites_dir() / f"{name_or_path}.yaml").read_text()
         where = f"lhdbench.conditions/suites/{name_or_path}.yaml"
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SuiteError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
+        data = parse_yaml(text, where)
+    except YamlError as error:
+        raise SuiteError(str(error)) from None
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
     unknown = sorted(set(data) - set(SUITE_KEYS))
@@ -97,6 +101,10 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def _validated(suite: Suite) -> Suite:
+    # The name becomes the default store folder (runs/NAME): no path characters.
+    if not SUITE_NAME.fullmatch(suite.name):
+        raise SuiteError(f"suite name {suite.name!r}: use letters, digits, '.', '_' and '-' only, not "
+                         "starting with '.' (it names the store folder runs/NAME)")
     axes = (("baselines", "baseline", method_names()), ("datasets", "dataset", list(DATASETS)),
             ("policies", "policy", list(POLICIES)))
     for axis, noun, known in axes:
@@ -121,8 +129,8 @@ def _strings(value: Any, where: str) -> list[str]:
 
 def _seeds(value: Any, where: str) -> list[int]:
     if (not isinstance(value, list) or not value
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)):
-        raise SuiteError(f"{where}: expected a non-empty list of non-negative integers")
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED for v in value)):
+        raise SuiteError(f"{where}: expected a non-empty list of integers from 0 to {MAX_SEED}")
     if len(set(value)) != len(value):
         raise SuiteError(f"{where}: a seed is listed twice")
     return value
@@ -168,6 +176,7 @@ class Plan:
 
 def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
     protocol = protocol or load_protocol(suite.preset)
+    check_protocol_methods(protocol)
     evaluation = {k: v for k, v in protocol.to_dict().items() if k in ("evaluate", "speed")}
     trials: list[Trial] = []
     for baseline in suite.baselines:

@@ -20,21 +20,18 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import math
-import numbers
 import os
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-
-class ProtocolError(ValueError):
-    """A protocol setting or file is invalid; the message is one line and names the dotted key."""
-
+from .rules import ProtocolError, Rule, boolean, choice, integer, number, number_pair, one_line, show
+from .rules import fail as _fail
+from .rules import is_int as _is_int
+from .rules import is_number as _is_number
+from .yamlfile import YamlError, parse_yaml
 
 # ---------------------------------------------------------------------------------------------------
 # Settings
@@ -138,10 +135,10 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ProtocolError(f"name: expected a non-empty string, got {_show(self.name)}")
+            raise ProtocolError(f"name: expected a non-empty string, got {show(self.name)}")
         for key, cls in SECTIONS.items():
             if not isinstance(getattr(self, key), cls):
-                raise ProtocolError(f"{key}: expected a {cls.__name__}, got {_show(getattr(self, key))}")
+                raise ProtocolError(f"{key}: expected a {cls.__name__}, got {show(getattr(self, key))}")
         object.__setattr__(self, "methods", _freeze_methods(self.methods))
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,7 +180,7 @@ def protocol_from_dict(data: Mapping[str, Any], name: str = "custom") -> Protoco
     """
     if not isinstance(data, Mapping):
         raise ProtocolError(f"protocol: expected a mapping of sections ({', '.join(TOP_LEVEL_KEYS)}), "
-                            f"got {_show(data)}")
+                            f"got {show(data)}")
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise ProtocolError(_unknown(str(key), "section", TOP_LEVEL_KEYS))
@@ -193,7 +190,7 @@ def protocol_from_dict(data: Mapping[str, Any], name: str = "custom") -> Protoco
         if values is None:
             values = {}
         if not isinstance(values, Mapping):
-            raise ProtocolError(f"{key}: expected a mapping of settings, got {_show(values)}")
+            raise ProtocolError(f"{key}: expected a mapping of settings, got {show(values)}")
         known = [f.name for f in fields(cls)]
         for setting in values:
             if setting not in known:
@@ -240,7 +237,7 @@ def load_protocol(name_or_path: str | os.PathLike[str],
     data = _parse_yaml(text, where)
     if overrides is not None:
         if not isinstance(overrides, Mapping):
-            raise ProtocolError(f"overrides: expected a mapping of sections, got {_show(overrides)}")
+            raise ProtocolError(f"overrides: expected a mapping of sections, got {show(overrides)}")
         data = _merge(data, overrides)
     try:
         return protocol_from_dict(data, name=default_name)
@@ -252,30 +249,13 @@ def _presets_dir():  # importlib.resources Traversable
     return importlib.resources.files("lhdbench.conditions") / "protocols"
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats such as ``3e-4`` (YAML 1.1 needs ``3.0e-4``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
 def _parse_yaml(text: str, where: str) -> Any:
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: builds plain data only
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ProtocolError(_one_line(f"{where}: invalid YAML{at}: {problem}")) from None
+        data = parse_yaml(text, where)
+    except YamlError as exc:
+        raise ProtocolError(str(exc)) from None
     if not isinstance(data, Mapping):
-        what = "an empty file" if data is None else _show(data)
+        what = "an empty file" if data is None else show(data)
         raise ProtocolError(f"{where}: expected a mapping of sections ({', '.join(TOP_LEVEL_KEYS)}), "
                             f"got {what}")
     return data
@@ -284,118 +264,33 @@ def _parse_yaml(text: str, where: str) -> Any:
 # ---------------------------------------------------------------------------------------------------
 # Field rules
 
-
-def _show(value: Any) -> str:
-    """A value for an error message: one line, with its type where the type is the problem."""
-    text = _one_line(repr(value))
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _fail(path: str, expected: str, value: Any) -> ProtocolError:
-    return ProtocolError(f"{path}: expected {expected}, got {_show(value)}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-Rule = Callable[[str, Any], Any]
-
-
-def _int(minimum: int, optional: bool = False) -> Rule:
-    expected = ("a positive integer" if minimum == 1 else f"an integer >= {minimum}") + (
-        " or null" if optional else "")
-
-    def check(path: str, value: Any) -> Any:
-        if value is None and optional:
-            return None
-        if not _is_int(value) or value < minimum:
-            raise _fail(path, expected, value)
-        return int(value)
-
-    return check
-
-
-def _float(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> Rule:
-    if high == math.inf:
-        expected = "a positive number" if low == 0 and low_open else f"a number >= {low:g}"
-    else:
-        expected = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-    def check(path: str, value: Any) -> Any:
-        if not _is_number(value) or not math.isfinite(value):
-            raise _fail(path, expected, value)
-        number = float(value)
-        if number < low or (low_open and number == low) or number > high or (high_open and number == high):
-            raise _fail(path, expected, value)
-        return number
-
-    return check
-
-
-def _bool(path: str, value: Any) -> Any:
-    if not isinstance(value, bool):
-        raise _fail(path, "true or false", value)
-    return value
-
-
-def _choice(*options: str) -> Rule:
-    def check(path: str, value: Any) -> Any:
-        if not isinstance(value, str) or value not in options:
-            raise _fail(path, "one of " + ", ".join(options), value)
-        return value
-
-    return check
-
-
-def _betas(path: str, value: Any) -> Any:
-    expected = "two numbers in [0, 1), e.g. [0.5, 0.999]"
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise _fail(path, expected, value)
-    beta = _float(0.0, 1.0)
-    try:
-        return tuple(beta(path, v) for v in value)
-    except ProtocolError:
-        raise _fail(path, expected, value) from None
-
-
-_POSITIVE = _int(1)
-_POSITIVE_OR_NONE = _int(1, optional=True)
-_NON_NEGATIVE_INT = _int(0)
-_RATE = _float(0.0)  # learning rates, weight decays, loss weights: >= 0
-_CLIP = _float(0.0, low_open=True)  # a gradient-norm bound: > 0
-_MOMENTUM = _float(0.0, 1.0)  # [0, 1)
+_POSITIVE = integer(1)
+_POSITIVE_OR_NONE = integer(1, optional=True)
+_NON_NEGATIVE_INT = integer(0)
+_RATE = number(0.0)  # learning rates, weight decays, loss weights: >= 0
+_CLIP = number(0.0, low_open=True)  # a gradient-norm bound: > 0
+_MOMENTUM = number(0.0, 1.0)  # [0, 1)
 
 _RULES: dict[type, dict[str, Rule]] = {
     SearchSettings: {
         "epochs": _POSITIVE, "batch_size": _POSITIVE, "weight_lr": _RATE, "weight_lr_min": _RATE,
         "momentum": _MOMENTUM, "weight_decay": _RATE, "grad_clip": _CLIP, "arch_lr": _RATE,
-        "arch_betas": _betas, "arch_weight_decay": _RATE,
-        "train_portion": _float(0.0, 1.0, low_open=True, high_open=True),
+        "arch_betas": number_pair(0.0, 1.0, example="[0.5, 0.999]"), "arch_weight_decay": _RATE,
+        "train_portion": number(0.0, 1.0, low_open=True, high_open=True),
         "init_channels": _POSITIVE, "layers": _POSITIVE, "max_train_images": _POSITIVE_OR_NONE,
         "steps_per_epoch": _POSITIVE_OR_NONE,
     },
     EvalSettings: {
         "epochs": _POSITIVE, "batch_size": _POSITIVE, "lr": _RATE, "lr_min": _RATE,
         "momentum": _MOMENTUM, "weight_decay": _RATE, "grad_clip": _CLIP, "auxiliary_weight": _RATE,
-        "cutout": _NON_NEGATIVE_INT, "drop_path": _bool, "adaptive_drop_path": _bool,
+        "cutout": _NON_NEGATIVE_INT, "drop_path": boolean, "adaptive_drop_path": boolean,
         "best_after_epoch": _NON_NEGATIVE_INT, "max_train_images": _POSITIVE_OR_NONE,
         "max_test_images": _POSITIVE_OR_NONE, "steps_per_epoch": _POSITIVE_OR_NONE,
         "layers": _POSITIVE_OR_NONE, "init_channels": _POSITIVE_OR_NONE,
     },
     SpeedSettings: {
-        "precision": _choice(*PRECISIONS), "channels_last": _bool, "compile": _bool,
-        "deterministic": _bool,
+        "precision": choice(*PRECISIONS), "channels_last": boolean, "compile": boolean,
+        "deterministic": boolean,
     },
 }
 
@@ -412,7 +307,7 @@ def _validate(settings: Section, section: str) -> None:
 
 def _unknown(path: str, what: str, known: list[str] | tuple[str, ...]) -> str:
     leaf = path.rsplit(".", 1)[-1]
-    message = f"{_one_line(path)}: unknown {what} (known: {', '.join(known)})"
+    message = f"{one_line(path)}: unknown {what} (known: {', '.join(known)})"
     close = difflib.get_close_matches(leaf, known, n=1)
     return message + (f"; did you mean {close[0]}?" if close else "")
 
@@ -428,7 +323,7 @@ def _freeze_methods(methods: Any) -> Mapping[str, Mapping[str, Any]]:
     for method in sorted(methods, key=str):
         values = methods[method]
         if not isinstance(method, str) or not method:
-            raise ProtocolError(f"methods: expected method names as non-empty strings, got {_show(method)}")
+            raise ProtocolError(f"methods: expected method names as non-empty strings, got {show(method)}")
         if not isinstance(values, Mapping):
             raise _fail(f"methods.{method}", "a mapping of hyperparameter -> value", values)
         frozen[method] = _freeze(values, f"methods.{method}")
@@ -441,7 +336,7 @@ def _freeze(value: Any, path: str) -> Any:
     if isinstance(value, Mapping):
         for key in value:
             if not isinstance(key, str):
-                raise ProtocolError(f"{path}: expected string keys, got {_show(key)}")
+                raise ProtocolError(f"{path}: expected string keys, got {show(key)}")
         return MappingProxyType({key: _freeze(value[key], f"{path}.{key}") for key in sorted(value)})
     if isinstance(value, (list, tuple)):
         return tuple(_freeze(v, f"{path}[{i}]") for i, v in enumerate(value))

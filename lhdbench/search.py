@@ -19,9 +19,10 @@ from .data import get_dataset
 from .data.sources import ImageSet, load_images, search_split
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE
+from .environment import environment
 from .methods import SearchContext, SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
-from .records import environment
+from .record import TrialRecord, check_seed, search_inputs
 
 ARCH_FILE = "arch.npz"
 
@@ -52,16 +53,16 @@ def search_identity(baseline: str, dataset: str, seed: int, protocol: Protocol) 
     cls = get_method(baseline)
     get_dataset(dataset)
     settings, hparams = resolve_settings(cls, protocol)
-    return {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
-            "settings": protocol.replace(search=settings).to_dict()["search"], "hparams": hparams,
-            "speed": protocol.to_dict()["speed"]}
+    return search_inputs(baseline, dataset, seed, protocol.replace(search=settings).to_dict()["search"],
+                         hparams, protocol.to_dict()["speed"])
 
 
 def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_dir: str | Path, *,
                device: str | torch.device | None = None, data_root: Any = None,
-               progress: bool | None = None) -> dict[str, Any]:
+               progress: bool | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one search trial."""
     out_dir = Path(out_dir)
+    check_seed(seed)
     inputs = search_identity(baseline, dataset, seed, protocol)
     done = engine.finished_record(out_dir / RECORD_FILE, inputs)
     if done is not None:
@@ -69,12 +70,10 @@ def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_d
     cls = get_method(baseline)
     settings, hparams = resolve_settings(cls, protocol)
     device = engine.pick_device(device)
-    record: dict[str, Any] = {
-        "inputs": inputs, "phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
-        "protocol": protocol.to_dict(), "settings": protocol.replace(search=settings).to_dict()["search"],
-        "hparams": hparams, "environment": environment(device),
-    }
-    return engine.run_recorded(out_dir / RECORD_FILE, record, lambda: _search(
+    fields = {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+              "protocol": protocol.to_dict(), "settings": inputs["settings"], "hparams": hparams,
+              "environment": environment(device)}
+    return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _search(
         cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress, inputs))
 
 

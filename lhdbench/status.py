@@ -17,22 +17,22 @@ def store_status(storage: str | os.PathLike) -> dict[str, Any]:
                          "`lhdbench benchmark --storage` creates one")
     planned = store.read_plan()["trials"]
     records = store.records()
+    invalid = [found.message for _, found in sorted(store.invalid.items())]
     counts = {"planned": len(planned), "done": 0, "failed": 0, "running": 0, "pending": 0}
     failed = []
     for trial_id in planned:
         record = records.get(trial_id)
-        status = record.get("status") if record else None
+        status = record.status if record else None
         if status == "done":
             counts["done"] += 1
         elif store.is_running(trial_id):
             counts["running"] += 1
         elif status == "failed":
             counts["failed"] += 1
-            failed.append({"trial_id": trial_id, "reason": record.get("reason"),
-                           "attempts": record.get("attempts")})
+            failed.append({"trial_id": trial_id, "reason": record.reason, "attempts": record.attempts})
         else:
             counts["pending"] += 1
-    return {**counts, "failed_trials": failed, "storage": str(store.root)}
+    return {**counts, "failed_trials": failed, "invalid_records": invalid, "storage": str(store.root)}
 
 
 def format_status(summary: dict[str, Any]) -> str:

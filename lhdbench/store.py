@@ -1,12 +1,14 @@
-"""The results store: one durable JSON record per finished or failed trial, plus the plan.
+"""The results store: one durable, validated record per finished or failed trial, plus the plan.
 
 Layout under the storage folder (a local path, or a shared filesystem path on a cluster):
 
     plan.json               every trial ever planned into this store (union over runs) and the runs
-    records/<trial id>.json one record per trial that ended, written atomically by the trial itself
+    records/<trial id>.json one TrialRecord per trial that ended, written atomically by the trial
+    records/<id>.json.invalid  a record file that did not validate, moved aside by `benchmark`
     trials/<trial id>/      the trial's working folder: arch.npz, checkpoint.pt, its own record.json
     trials/<trial id>/.lock held (flock) while a process runs the trial; how `status` sees "running"
     trials/<trial id>/events.jsonl  one line per attempt's start and end (host, pid, time, outcome)
+    .plan.lock              held while plan.json is merged, so concurrent drivers lose no trial
     ray/                    Ray Tune's own experiment folders (not the source of truth)
 
 The store, not Ray's experiment folder, is the source of truth: `report` and `status` read only this.
@@ -15,42 +17,50 @@ The store, not Ray's experiment folder, is the source of truth: `report` and `st
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, read_json
+from .files import LockingUnsupported, atomic_write_json, file_lock, move_aside, probe_locking
+from .record import InvalidRecord, TrialRecord, read_record, write_record
 
 PLAN_FILE = "plan.json"
+PLAN_LOCK = ".plan.lock"
 RECORDS = "records"
 TRIALS = "trials"
 LOCK_FILE = ".lock"
 EVENTS_FILE = "events.jsonl"
-
-# The flat columns of Store.frame(): one row per record. Nested fields stay in the record files.
-COLUMNS = (
-    "trial_id", "phase", "status", "reason", "attempts", "baseline", "dataset", "policy", "seed",
-    "search_trial_id", "protocol", "final_test_acc", "best_test_acc", "best_after_epoch", "params",
-    "wall_time_s", "epochs", "epochs_per_s", "peak_gpu_memory_bytes", "device", "device_name",
-    "gpus", "cpus", "lhdbench",
-)
+TRIAL_KEYS = ("trial_id", "phase", "baseline", "dataset", "seed", "policy", "search_trial_id", "protocol")
 
 
 class StoreError(ValueError):
-    """A storage folder that cannot be used (not a store, unreadable plan)."""
+    """A storage folder that cannot be used (not a store, a file, unreadable plan); one line."""
+
+
+@dataclass(frozen=True)
+class InvalidFile:
+    """A record file that did not validate, and why."""
+
+    path: Path
+    message: str
 
 
 class Store:
     def __init__(self, root: str | os.PathLike) -> None:
         # Absolute, because Ray trials run in other working directories (and on other machines).
         self.root = Path(root).expanduser().resolve()
+        self.invalid: dict[Path, InvalidFile] = {}  # found by the last reads
 
     @property
     def records_dir(self) -> Path:
         return self.root / RECORDS
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / PLAN_FILE
 
     def record_path(self, trial_id: str) -> Path:
         return self.records_dir / f"{trial_id}.json"
@@ -60,35 +70,56 @@ class Store:
 
     # -- records -----------------------------------------------------------------------------------
 
-    def write_record(self, record: dict[str, Any]) -> Path:
-        return atomic_write_json(self.record_path(record["trial_id"]), record)
+    def write_record(self, record: TrialRecord) -> Path:
+        if not record.trial_id:
+            raise ValueError("a record in the store needs its trial_id")
+        return write_record(self.record_path(record.trial_id), record)
 
-    def read_record(self, trial_id: str) -> dict[str, Any] | None:
+    def read_record(self, trial_id: str) -> TrialRecord | None:
+        """The trial's valid record, else None (a file that does not validate goes into `invalid`)."""
         path = self.record_path(trial_id)
-        return read_json(path) if path.exists() else None
+        return self._read(path) if path.exists() else None
 
-    def records(self) -> dict[str, dict[str, Any]]:
-        """Every record, by trial id. A file that is not a valid record is an error naming it: the
-        store is written atomically, so a broken file means someone else edited it."""
-        out: dict[str, dict[str, Any]] = {}
+    def _read(self, path: Path) -> TrialRecord | None:
+        try:
+            record = read_record(path)
+            if record.trial_id != path.stem:
+                raise InvalidRecord(f"{path}: not a valid trial record (trial_id: {record.trial_id!r} "
+                                    "is not the file's name)")
+        except InvalidRecord as error:
+            self.invalid[path] = InvalidFile(path, str(error))
+            return None
+        except OSError as error:
+            self.invalid[path] = InvalidFile(path, f"{path}: unreadable ({error.strerror or error})")
+            return None
+        self.invalid.pop(path, None)
+        return record
+
+    def records(self) -> dict[str, TrialRecord]:
+        """Every valid record, by trial id. Files that do not validate are left out and listed in
+        `invalid`: they never count as done."""
+        out: dict[str, TrialRecord] = {}
         if not self.records_dir.is_dir():
             return out
         for path in sorted(self.records_dir.glob("*.json")):
-            try:
-                record = read_json(path)
-            except (OSError, json.JSONDecodeError) as error:
-                raise StoreError(f"{path}: not a readable trial record ({error})") from None
-            if not isinstance(record, dict) or record.get("trial_id") != path.stem:
-                raise StoreError(f"{path}: not a trial record of this store (trial_id does not match)")
-            out[path.stem] = record
+            record = self._read(path)
+            if record is not None:
+                out[path.stem] = record
         return out
 
-    def frame(self):
-        """The records as a pandas DataFrame with COLUMNS, sorted by trial id."""
-        import pandas as pd
+    def set_aside_invalid(self) -> list[str]:
+        """Move every record file found invalid to `<name>.invalid`, so its trial runs again; one line
+        per file saying what was wrong and where it went."""
+        self.records()
+        lines = []
+        for path, found in sorted(self.invalid.items()):
+            if path.exists():
+                aside = move_aside(path)
+                lines.append(f"{found.message}; moved to {aside.name}, the trial runs again")
+        self.invalid.clear()
+        return lines
 
-        rows = [flat_row(r) for _, r in sorted(self.records().items())]
-        return pd.DataFrame(rows, columns=list(COLUMNS))
+    # -- attempts ----------------------------------------------------------------------------------
 
     def log_event(self, trial_id: str, event: dict[str, Any]) -> None:
         """Append one line to the trial's history of attempts (trials/<id>/events.jsonl): who ran it,
@@ -103,72 +134,108 @@ class Store:
             os.close(fd)
 
     def events(self, trial_id: str) -> list[dict[str, Any]]:
+        """The trial's events; a line torn by a crash mid-write is skipped."""
         path = self.trial_dir(trial_id) / EVENTS_FILE
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        events = []
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
+
+    def attempts(self, trial_id: str) -> int:
+        """How many attempts the trial has started."""
+        return sum(e.get("event") == "start" for e in self.events(trial_id))
 
     # -- plan --------------------------------------------------------------------------------------
 
     def read_plan(self) -> dict[str, Any]:
-        path = self.root / PLAN_FILE
+        """plan.json as {"runs": [...], "trials": {id: entry}}; StoreError (one line naming the file)
+        when it is unreadable or not of that shape."""
+        path = self.plan_path
         if not path.exists():
             return {"runs": [], "trials": {}}
         try:
-            plan = read_json(path)
-        except (OSError, json.JSONDecodeError) as error:
-            raise StoreError(f"{path}: unreadable plan ({error})") from None
+            plan = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise StoreError(f"{path}: unreadable plan ({' '.join(str(error).split())})") from None
+        problem = _plan_problem(plan)
+        if problem:
+            raise StoreError(f"{path}: not a valid plan ({problem})")
         return plan
 
     def add_to_plan(self, run: dict[str, Any], trials: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """Merge a run's trials into plan.json. Only the driver writes it, once per run."""
-        plan = self.read_plan()
-        plan["trials"].update(trials)
-        plan["trials"] = dict(sorted(plan["trials"].items()))
-        if run not in plan["runs"]:
-            plan["runs"].append(run)
-        atomic_write_json(self.root / PLAN_FILE, plan)
+        """Merge a run's trials into plan.json under the store's plan lock, so concurrent drivers
+        adding trials all keep theirs."""
+        with file_lock(self.root / PLAN_LOCK):
+            plan = self.read_plan()
+            plan["trials"].update(trials)
+            plan["trials"] = dict(sorted(plan["trials"].items()))
+            if run not in plan["runs"]:
+                plan["runs"].append(run)
+            atomic_write_json(self.plan_path, plan)
         return plan
 
     def is_store(self) -> bool:
-        return (self.root / PLAN_FILE).exists() or self.records_dir.is_dir()
+        return self.plan_path.exists() or self.records_dir.is_dir()
+
+    def check_usable(self) -> None:
+        """Before anything is written: the folder is (or can become) a directory, it is writable, and
+        its filesystem locks files. StoreError, one line, otherwise."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"--storage {self.root}: is a file, not a folder")
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise StoreError(f"--storage {self.root}: {existing} is a file, not a folder")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(f"--storage {self.root}: {existing} is not writable")
+
+    def check_locking(self) -> None:
+        """The store's filesystem must support flock (trial locks, the plan lock), or two processes
+        could run one trial at once. Probed in the store folder, or the nearest folder above it that
+        exists, so nothing is created first."""
+        nearest = next(p for p in (self.root, *self.root.parents) if p.exists())
+        try:
+            probe_locking(nearest)
+        except LockingUnsupported as error:
+            raise StoreError(f"the store {self.root} is on a filesystem without file locks "
+                             f"({error.strerror}); lhdbench needs flock so that no trial runs twice: use "
+                             "a local disk or a shared filesystem with locking (NFSv4, CephFS, Lustre "
+                             "mounted with -o flock)") from None
 
     # -- running trials ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def trial_lock(self, trial_id: str) -> Iterator[None]:
         """Hold the trial's lock while running it, so two processes (say an orphan of a killed driver
-        and its rerun) never run the same trial at once. The kernel drops the lock when the holder
-        dies, so a crash leaves no stale lock."""
-        folder = self.trial_dir(trial_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / LOCK_FILE, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        and its rerun) never run the same trial at once."""
+        with file_lock(self.trial_dir(trial_id) / LOCK_FILE):
+            yield
 
     def is_running(self, trial_id: str) -> bool:
         path = self.trial_dir(trial_id) / LOCK_FILE
         if not path.exists():
             return False
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        with file_lock(path, blocking=False) as taken:
+            return not taken
 
 
-def flat_row(record: dict[str, Any]) -> dict[str, Any]:
-    environment = record.get("environment") or {}
-    resources = record.get("resources") or {}
-    protocol = record.get("protocol")
-    row = {key: record.get(key) for key in COLUMNS}
-    row.update(protocol=protocol.get("name") if isinstance(protocol, dict) else protocol,
-               device=environment.get("device"), device_name=environment.get("device_name"),
-               lhdbench=environment.get("lhdbench"), gpus=resources.get("gpu", 0.0),
-               cpus=resources.get("cpu"))
-    return row
+def _plan_problem(plan: Any) -> str | None:
+    if not isinstance(plan, dict) or set(plan) != {"runs", "trials"}:
+        return 'expected an object with the keys "runs" and "trials"'
+    if not isinstance(plan["runs"], list) or not all(isinstance(r, dict) for r in plan["runs"]):
+        return '"runs" must be a list of objects'
+    if not isinstance(plan["trials"], dict):
+        return '"trials" must be an object of trial id -> trial'
+    for trial_id, entry in plan["trials"].items():
+        if not isinstance(entry, dict) or entry.get("trial_id") != trial_id:
+            return f"trial {trial_id!r} is not an object with its own trial_id"
+        missing = [k for k in TRIAL_KEYS if k not in entry]
+        if missing:
+            return f"trial {trial_id!r} lacks {missing[0]!r}"
+        if entry["phase"] not in ("search", "evaluate") or not isinstance(entry["protocol"], str):
+            return f"trial {trial_id!r} has a bad phase or protocol"
+    return None

@@ -130,7 +130,7 @@ def smoke_search_moving_every_arch_parameter(name: str, protocol, out: Path, see
     from lhdbench.space import load_arch_weights
 
     record = run_search(name, "digits", seed, protocol, out, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == protocol.search.epochs
+    assert record.status == "done" and len(record.history) == protocol.search.epochs
     final = load_checkpoint(out / "checkpoint.pt", torch.device("cpu"))["supernet"]
     cls = get_method(name)
     torch.manual_seed(seed)
@@ -172,5 +172,5 @@ def assert_resume_equals_whole(name: str, protocol, tmp_path: Path, seed: int, s
     b = load_arch_weights(tmp_path / "stopped" / ARCH_FILE)
     for x, y in zip(a.matrices(), b.matrices(), strict=True):
         np.testing.assert_array_equal(x, y)
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     return whole

@@ -119,8 +119,8 @@ def test_step_moves_the_architecture_against_the_regularizer(smoke):
 @pytest.mark.slow
 def test_smoke_search_completes_and_moves_the_architecture(tmp_path, smoke):
     record = run_search("beta-darts", "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == smoke.search.epochs
-    assert record["hparams"] == {"beta_weight": 0.5}
+    assert record.status == "done" and len(record.history) == smoke.search.epochs
+    assert record.hparams == {"beta_weight": 0.5}
     cls = get_method("beta-darts")
     method = cls(*resolve_settings(cls, smoke))
     torch.manual_seed(0)

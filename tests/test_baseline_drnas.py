@@ -21,8 +21,8 @@ SMOKE = load_protocol("smoke")
 
 def make_method(**hparams):
     cls = get_method("drnas")
-    settings, defaults = resolve_settings(cls, SMOKE)
-    return cls(dataclasses.replace(settings, layers=5), {**defaults, **hparams})
+    settings, checked = resolve_settings(cls, SMOKE.replace(methods={"drnas": hparams}))
+    return cls(dataclasses.replace(settings, layers=5), checked)
 
 
 def random_net(method):

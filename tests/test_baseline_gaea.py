@@ -121,11 +121,11 @@ def test_smoke_search_completes_moves_the_architecture_and_feeds_the_right_batch
 
     monkeypatch.setattr(cls, "step", recording)
     record = run_search(name, "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == smoke.search.epochs
+    assert record.status == "done" and len(record.history) == smoke.search.epochs
     assert len(seen) == smoke.search.epochs * smoke.search.steps_per_epoch
     if name == "gaea-erm":
         assert all(a is None for a in seen)  # single level: the whole training set, no arch batch
-        assert "arch_half_acc" not in record
+        assert record.arch_half_acc is None
     else:
         assert all(a is not None for a in seen)
     final = load_arch_weights(tmp_path / ARCH_FILE)

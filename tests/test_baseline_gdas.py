@@ -25,8 +25,8 @@ SMOKE = load_protocol("smoke")
 
 def make_method(epochs: int = 50, **hparams):
     cls = get_method("gdas")
-    settings, defaults = resolve_settings(cls, SMOKE)
-    return cls(dataclasses.replace(settings, epochs=epochs), {**defaults, **hparams})
+    settings, checked = resolve_settings(cls, SMOKE.replace(methods={"gdas": hparams}))
+    return cls(dataclasses.replace(settings, epochs=epochs), checked)
 
 
 def small_net(method, layers: int = 5):

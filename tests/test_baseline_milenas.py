@@ -104,7 +104,7 @@ def test_defaults_are_the_lhd_protocol_with_lambda_1(smoke):
 @pytest.mark.slow
 def test_smoke_search_completes_and_moves_the_architecture(tmp_path, smoke):
     record = run_search("milenas", "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and len(record["history"]) == smoke.search.epochs
+    assert record.status == "done" and len(record.history) == smoke.search.epochs
     initial = initial_export("milenas", smoke, seed=0)
     final = load_arch_weights(tmp_path / ARCH_FILE)
     assert final.metadata["method"] == "milenas"

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from lhdbench.baselines.pcdarts import PartialMixedOp, PcDarts, channel_shuffle, warmup_epochs
+from lhdbench.baselines.pcdarts import PartialMixedOp, PcDarts, channel_shuffle
 from torch import nn
 
-from lhdbench.methods import get_method, resolve_settings
+from lhdbench.methods import get_method, resolve_settings, scaled_epochs
 from lhdbench.protocol import ProtocolError, load_protocol
 from lhdbench.search import ARCH_FILE, run_search
 from lhdbench.space import load_arch_weights
@@ -95,14 +95,14 @@ def test_weighted_op_part_uses_only_the_first_channels():
                          [(15, 50, 15), (15, 2, 1), (15, 1, 0), (15, 100, 30), (15, 5, 2), (15, 10, 3),
                           (0, 50, 0)])
 def test_warmup_scales_with_the_budget(warmup, epochs, expected):
-    assert warmup_epochs(warmup, epochs) == expected
+    assert scaled_epochs(warmup, epochs) == expected
 
 
 def test_warmup_can_be_taken_literally_and_overridden(smoke):
     assert make_method(smoke).warmup == 1  # 2 epochs: round(15 * 2 / 50)
     assert make_method(smoke, arch_warmup_epochs=0).warmup == 0
     assert make_method(smoke, arch_warmup_epochs=2, scale_warmup=False).warmup == 2
-    assert warmup_epochs(15, 2, scale=False) == 15
+    assert scaled_epochs(15, 2, scale=False) == 15
     for bad in ({"arch_warmup_epochs": -1}, {"arch_warmup_epochs": 1.5}, {"scale_warmup": "yes"},
                 {"partial_channels": 0}):
         with pytest.raises(ProtocolError, match="methods.pcdarts"):
@@ -131,7 +131,7 @@ def test_smoke_search_keeps_the_architecture_during_warmup(tmp_path, smoke, monk
     monkeypatch.setattr(PcDarts, "on_epoch_start", starting)
     monkeypatch.setattr(PcDarts, "export", exporting)
     record = run_search("pcdarts", "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and record["hparams"]["arch_warmup_epochs"] == 15
+    assert record.status == "done" and record.hparams["arch_warmup_epochs"] == 15
 
     assert all(torch.equal(a, b) for a, b in zip(arch_at[0], arch_at[1], strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(weight_at[0], weight_at[1], strict=True))

@@ -52,7 +52,7 @@ def test_search_without_data_exports_random_weights(tmp_path, smoke):
     # cifar10 with a data root that does not exist: the loop must load nothing.
     record = run_search("random", "cifar10", 0, smoke, tmp_path / "trial", data_root=tmp_path / "missing",
                         progress=False)
-    assert record["status"] == "done" and record["history"] == [] and record["epochs"] == 0
+    assert record.status == "done" and record.history == [] and record.epochs == 0
     assert not (tmp_path / "missing").exists()
     weights = load_arch_weights(tmp_path / "trial" / ARCH_FILE)
     assert weights.metadata["method"] == "random"

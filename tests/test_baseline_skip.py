@@ -199,7 +199,7 @@ def watch(monkeypatch, cls):
 def test_surgenas_smoke_search_is_single_level_and_moves_the_architecture(tmp_path, smoke, monkeypatch):
     seen = watch(monkeypatch, SurgeNas)
     record = run_search("surgenas", "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and "arch_half_acc" not in record  # no arch half
+    assert record.status == "done" and record.arch_half_acc is None  # no arch half
     # Batch 160 is clamped to the 64 smoke images: one step per epoch.
     assert len(seen["arch_batches"]) == 2 and all(arch is None for arch in seen["arch_batches"])
     assert seen["beta"] == {0: 1.0, 1: 0.5}
@@ -209,7 +209,7 @@ def test_surgenas_smoke_search_is_single_level_and_moves_the_architecture(tmp_pa
 def test_darts_minus_smoke_search_is_bilevel_and_moves_the_architecture(tmp_path, smoke, monkeypatch):
     seen = watch(monkeypatch, DartsMinus)
     record = run_search("darts-minus", "digits", 0, smoke, tmp_path, progress=False)
-    assert record["status"] == "done" and "arch_half_acc" in record
+    assert record.status == "done" and record.arch_half_acc is not None
     assert len(seen["arch_batches"]) == 4 and all(arch is not None for arch in seen["arch_batches"])
     assert seen["beta"] == {0: 1.0, 1: 0.5}
     assert all(not torch.equal(a, b) for a, b in zip(seen["arch"][0], seen["arch"]["end"], strict=True))
@@ -235,7 +235,7 @@ def test_darts_minus_resumes_with_the_coefficient_of_its_epoch(tmp_path, smoke, 
     monkeypatch.undo()
     resumed = run_search("darts-minus", "digits", 1, smoke, stopped, progress=False)
     whole = json.loads((tmp_path / "whole" / RECORD_FILE).read_text())
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole["history"]]
     a, b = load_arch_weights(tmp_path / "whole" / ARCH_FILE), load_arch_weights(stopped / ARCH_FILE)
     for x, y in zip(a.matrices(), b.matrices(), strict=True):
         assert (x == y).all()

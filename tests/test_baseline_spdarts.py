@@ -20,8 +20,8 @@ SMOKE = load_protocol("smoke")
 
 def make_method(epochs: int = 50, **hparams):
     cls = get_method("spdarts")
-    settings, defaults = resolve_settings(cls, SMOKE)
-    return cls(dataclasses.replace(settings, epochs=epochs), {**defaults, **hparams})
+    settings, checked = resolve_settings(cls, SMOKE.replace(methods={"spdarts": hparams}))
+    return cls(dataclasses.replace(settings, epochs=epochs), checked)
 
 
 def test_defaults_constant_lr_and_flags():
@@ -143,5 +143,5 @@ def test_export_is_the_lhd_transform_at_t_0_0015_and_nearly_one_hot():
 @pytest.mark.slow
 def test_smoke_search_completes_with_constant_lr_and_moves_the_architecture(tmp_path):
     record, weights, _ = smoke_search_moving_every_arch_parameter("spdarts", SMOKE, tmp_path)
-    assert {h["lr"] for h in record["history"]} == {0.025}
+    assert {h["lr"] for h in record.history} == {0.025}
     assert weights.metadata["method"] == "spdarts" and weights.metadata["export_temperature"] == 0.0015

@@ -33,7 +33,7 @@ def test_smoke_search(name, tmp_path):
         record = assert_resume_equals_whole(name, SMOKE, tmp_path, seed=3, stop=1)
     else:
         record = run_search(name, "digits", 3, SMOKE, tmp_path / "whole", progress=False)
-    assert record["status"] == "done"
+    assert record.status == "done"
 
     weights = load_arch_weights(tmp_path / "whole" / ARCH_FILE)
     assert weights.metadata["method"] == name

@@ -31,11 +31,11 @@ def test_smoke_evaluation_records_final_and_best_accuracy(tmp_path, smoke):
     for key in ("final_test_acc", "best_test_acc", "best_epoch", "params", "wall_time_s", "genotype",
                 "environment", "history", "drop_path_max", "epochs_per_s", "peak_gpu_memory_bytes"):
         assert key in stored, key
-    assert 0 <= record["final_test_acc"] <= 1
+    assert 0 <= record.final_test_acc <= 1
     # best_after_epoch 0 in smoke: the paper metric is the best over epochs 1.. (here only epoch 1)
-    assert record["best_epoch"] == 1 and record["best_test_acc"] == record["history"][1]["test_acc"]
-    assert record["final_test_acc"] == record["history"][-1]["test_acc"]
-    assert "test_acc" not in record["history"][0]
+    assert record.best_epoch == 1 and record.best_test_acc == record.history[1]["test_acc"]
+    assert record.final_test_acc == record.history[-1]["test_acc"]
+    assert "test_acc" not in record.history[0]
 
 
 def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
@@ -59,8 +59,8 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
     assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / RECORD_FILE).exists()
     resumed = run_evaluation(weights(1), get_policy("3ops"), "digits", 2, protocol, tmp_path / "cut",
                              progress=False)
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
-    assert resumed["final_test_acc"] == whole["final_test_acc"]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert resumed.final_test_acc == whole.final_test_acc
 
 
 def test_non_finite_loss_fails_with_a_reason(tmp_path, smoke, monkeypatch):

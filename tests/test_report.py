@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lhdbench.record import TrialRecord
 from lhdbench.report import ReportError, build_report
 from lhdbench.report.ranks import condition_ranks, leaderboard
 from lhdbench.report.stats import critical_difference, friedman
@@ -23,23 +24,26 @@ PAPER = {"name": "paper", "evaluate": {"epochs": 600, "best_after_epoch": 400}}
 def record(trial_id: str, phase: str, baseline: str, dataset: str, seed: int, *, policy: str | None = None,
            acc: float | None = None, status: str = "done", search_trial_id: str | None = None,
            wall_time_s: float = 3600.0, device: str = "cuda:0", gpu: float = 0.5, cpu: int = 2,
-           protocol: dict | None = None, params: int = 2_000_000, version: str = "0.1.0") -> dict:
-    """A trial record as the runner writes it (store.py's contract)."""
-    out = {"trial_id": trial_id, "phase": phase, "status": status, "attempts": 1, "baseline": baseline,
+           protocol: dict | None = None, params: int = 2_000_000, version: str = "0.1.0") -> TrialRecord:
+    """A trial record as the runner writes it (the TrialRecord contract), with made-up inputs."""
+    out = {"trial_id": trial_id, "phase": phase, "attempts": 1, "baseline": baseline,
            "dataset": dataset, "seed": seed, "protocol": protocol or PAPER, "wall_time_s": wall_time_s,
-           "epochs": 600, "peak_gpu_memory_bytes": None if device == "cpu" else 2**30,
+           "epochs": 600, "peak_gpu_memory_bytes": None if device == "cpu" else 2**30, "settings": {},
            "environment": {"device": device, "device_name": "cpu" if device == "cpu" else "Test GPU",
                            "lhdbench": version, "torch": "2.9", "cuda": None, "python": "3.11",
                            "host": "secret-host"},
-           "resources": {"cpu": cpu, "gpu": 0 if device == "cpu" else gpu}}
-    if status == "failed":
-        out["reason"] = "CUDA out of memory\nwhile training"
-    if phase == "evaluate":
+           "resources": {"cpu": float(cpu), "gpu": 0.0 if device == "cpu" else gpu}}
+    if phase == "search":
+        out.update(hparams={}, arch_file="arch.npz")
+    else:
         out.update(policy=policy, search_trial_id=search_trial_id, best_after_epoch=400,
+                   genotype={}, arch_sha256="0" * 64,
                    final_test_acc=acc if status == "done" else None,
                    best_test_acc=None if acc is None or status != "done" else min(acc + 0.001, 1.0),
                    params=params if status == "done" else None)
-    return out
+    if status == "failed":
+        return TrialRecord.failed("CUDA out of memory\nwhile training", **out)
+    return TrialRecord.done(**out)
 
 
 def make_store(root: Path, cells: dict[tuple[str, str, str], list], *, preset: str = "paper",
@@ -149,8 +153,7 @@ def test_done_record_without_the_metric_counts_as_no_value(tmp_path):
     store = make_store(tmp_path, {("a", "cifar10", "base"): [0.90, MISSING]})
     short = record("e-a-cifar10-base-1", "evaluate", "a", "cifar10", 1, policy="base", acc=0.5,
                    search_trial_id="s-a-cifar10-1")
-    del short["best_test_acc"]  # a protocol too short for the best-after window
-    store.write_record(short)
+    store.write_record(short.update(best_test_acc=None))  # a protocol too short for the best-after window
     a = cell(build_report(tmp_path, metric="best"), "a", "cifar10/base")
     assert (a["trials"], a["done"], a["no_value"], a["missing"]) == (2, 1, 1, 0)
     assert a["mean"] == pytest.approx(0.901)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lhdbench import methods
+from lhdbench.methods import registry
 from lhdbench.plan import load_suite, make_plan
 from lhdbench.runner import RunOptions, run_plan
 from lhdbench.store import Store
@@ -91,13 +92,13 @@ def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
                   "--seeds", "0", "--policies", "base", "--retries", "1", "--plugin", str(PLUGIN),
                   "--storage", str(storage)], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
-    records = {(r["phase"], r["baseline"]): r for r in Store(storage).records().values()}
-    assert records["search", "test-raises"]["reason"] == "RuntimeError: injected failure"
-    assert "non-finite" in records["search", "test-nan"]["reason"]
+    records = {(r.phase, r.baseline): r for r in Store(storage).records().values()}
+    assert records["search", "test-raises"].reason == "RuntimeError: injected failure"
+    assert "non-finite" in records["search", "test-nan"].reason
     for baseline in ("test-raises", "test-nan"):
-        assert records["search", baseline]["attempts"] == 2  # Tune retried once
-        assert records["evaluate", baseline]["reason"].startswith("not run: its search")
-    assert records["search", "random"]["status"] == records["evaluate", "random"]["status"] == "done"
+        assert records["search", baseline].attempts == 2  # Tune retried once
+        assert records["evaluate", baseline].reason.startswith("not run: its search")
+    assert records["search", "random"].status == records["evaluate", "random"].status == "done"
 
 
 @pytest.fixture
@@ -106,8 +107,9 @@ def faulty_methods(monkeypatch):
     leaving the registry as it was afterwards."""
     methods.discover()
     for name in ("_REGISTRY", "_SOURCES", "_FAILURES"):
-        monkeypatch.setattr(methods, name, dict(getattr(methods, name)))
-    monkeypatch.setattr(methods, "_discovered", False)
+        monkeypatch.setattr(registry, name, dict(getattr(registry, name)))
+    monkeypatch.setattr(registry, "_FILE_ERRORS", [])
+    monkeypatch.setattr(registry, "_discovered", False)
     monkeypatch.setenv(methods.PLUGINS_ENV, str(PLUGIN))
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     methods.discover()
@@ -121,11 +123,11 @@ def test_fractional_gpu_trials_run_concurrently_each_on_one_device_slot(tmp_path
     options = RunOptions(executor="ray", gpus_per_trial=0.5, ray_init={"num_cpus": 4, "num_gpus": 4})
     dispatch = run_plan(plan, tmp_path, options, progress_stream=io.StringIO())
     assert dispatch.counts == {"done": 8, "failed": 0}
-    searches = [r for r in Store(tmp_path).records().values() if r["phase"] == "search"]
+    searches = [r for r in Store(tmp_path).records().values() if r.phase == "search"]
     for record in searches:
-        assert record["resources"] == {"cpu": 1.0, "gpu": 0.5}
-        visible = record["worker"]["cuda_visible_devices"]
+        assert record.resources.model_dump() == {"cpu": 1.0, "gpu": 0.5}
+        visible = record.worker.cuda_visible_devices
         assert visible is not None and len(visible.split(",")) == 1 and visible.isdigit()
-    intervals = [(r["worker"]["started_at"], r["worker"]["finished_at"]) for r in searches]
+    intervals = [(r.worker.started_at, r.worker.finished_at) for r in searches]
     most = max(sum(start <= t < end for start, end in intervals) for t, _ in intervals)
     assert most >= 2, f"the 3-second searches did not overlap: {intervals}"

@@ -39,9 +39,9 @@ def test_darts_step_moves_weights_and_architecture(smoke):
 
 def test_smoke_search_writes_arch_and_record(tmp_path, smoke):
     record = run_search("darts", "digits", 0, smoke, tmp_path / "s", progress=False)
-    assert record["status"] == "done"
+    assert record.status == "done"
     stored = json.loads((tmp_path / "s" / RECORD_FILE).read_text())
-    assert stored == json.loads(json.dumps(record))
+    assert stored == json.loads(record.to_json())
     for key in ("baseline", "dataset", "seed", "protocol", "history", "wall_time_s", "environment",
                 "arch_file", "arch_half_acc", "peak_gpu_memory_bytes", "epochs_per_s"):
         assert key in stored, key
@@ -80,7 +80,7 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(tmp_path, smoke):
     a, b = load_arch_weights(tmp_path / "whole" / ARCH_FILE), load_arch_weights(stopped / ARCH_FILE)
     for x, y in zip(a.matrices(), b.matrices(), strict=True):
         np.testing.assert_array_equal(x, y)
-    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in whole["history"]]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole["history"]]
 
 
 def test_non_finite_loss_fails_the_trial_with_a_reason(tmp_path, smoke, monkeypatch):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import atomic_write_bytes
 from . import plots, render
 from .load import ReportError, Trials, load_trials
 from .options import FORMATS
@@ -127,6 +128,6 @@ def write_report(report: Report, out: str | os.PathLike, formats: Sequence[str] 
         path = out / "leaderboard.md"
         images = {name: f"plots/{name}.png" for name, paths in figures.items()
                   if any(p.suffix == ".png" for p in paths)}
-        path.write_text(render.markdown(report, images, command))
+        atomic_write_bytes(path, render.markdown(report, images, command).encode())
         written.append(path)
     return sorted(written)

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..store import Store, StoreError, flat_row
+from ..record import TrialRecord
+from ..store import Store, StoreError
 from .options import METRICS
 
 # The paper's order of datasets and policies (lhd-reference.md §4.6); names it does not know follow,
@@ -67,26 +68,31 @@ def _protocol_name(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _hours(row: dict[str, Any]) -> tuple[float, str | None]:
+def _hours(record: TrialRecord) -> tuple[float, str | None]:
     """Cost as recorded: GPU-hours on a GPU trial (its GPU fraction), CPU-hours otherwise."""
-    wall = row.get("wall_time_s")
-    device = row.get("device") or ""
-    if wall is None:
+    if record.wall_time_s is None or record.environment is None or record.resources is None:
         return math.nan, None
-    on_gpu = str(device).startswith("cuda")
-    share = row.get("gpus") if on_gpu else row.get("cpus")
-    if share is None:
-        return math.nan, None
-    return float(wall) / 3600.0 * float(share), "GPU" if on_gpu else "CPU"
+    on_gpu = record.environment.device.startswith("cuda")
+    share = record.resources.gpu if on_gpu else record.resources.cpu
+    return record.wall_time_s / 3600.0 * share, "GPU" if on_gpu else "CPU"
 
 
 def _number(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+    return math.nan if value is None else float(value)
+
+
+def _row(record: TrialRecord, metric: str) -> dict[str, Any]:
+    hours, unit = _hours(record)
+    environment = record.environment
+    return {
+        "trial_id": record.trial_id, "phase": record.phase, "baseline": record.baseline,
+        "dataset": record.dataset, "policy": record.policy if record.phase == "evaluate" else None,
+        "seed": record.seed, "protocol": record.protocol_name, "status": record.status,
+        "reason": record.reason, "value": _number(getattr(record, METRICS[metric])),
+        "params": _number(record.params), "best_after_epoch": _number(record.best_after_epoch),
+        "hours": hours, "unit": unit, "device_name": environment.device_name if environment else None,
+        "lhdbench": environment.lhdbench if environment else None,
+        "search_trial_id": record.search_trial_id}
 
 
 def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None) -> Trials:
@@ -107,18 +113,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     if not records and not planned:
         raise ReportError(f"{storage}: the store holds no trials (nothing planned, nothing recorded)")
 
-    rows: dict[str, dict[str, Any]] = {}
-    for row in map(flat_row, records.values()):
-        hours, unit = _hours(row)
-        rows[row["trial_id"]] = {
-            "trial_id": row["trial_id"], "phase": row["phase"], "baseline": row["baseline"],
-            "dataset": row["dataset"], "policy": row["policy"] if row["phase"] == "evaluate" else None,
-            "seed": row["seed"], "protocol": _protocol_name(row["protocol"]),
-            "status": row["status"] if row["status"] in ("done", "failed") else "failed",
-            "reason": row["reason"], "value": _number(row.get(METRICS[metric])),
-            "params": _number(row["params"]), "best_after_epoch": _number(row["best_after_epoch"]),
-            "hours": hours, "unit": unit, "device_name": row["device_name"],
-            "lhdbench": row["lhdbench"], "search_trial_id": row["search_trial_id"]}
+    rows = {trial_id: _row(record, metric) for trial_id, record in records.items()}
 
     for trial_id, entry in sorted(planned.items()):
         if trial_id in rows:
@@ -144,7 +139,10 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     elif protocol not in known:
         raise ReportError(f"no trials of protocol {protocol!r} in the store "
                           f"(it holds: {', '.join(known) or 'none with a known protocol'})")
-    notes = []
+    # Relative names, so a report is the same wherever the store lies.
+    notes = [f"left out, not a valid trial record: "
+             f"{found.message.replace(str(store.root) + os.sep, '')}"
+             for _, found in sorted(store.invalid.items())]
     unattributed = sum(1 for r in rows.values() if not r["protocol"])
     if unattributed and known:
         notes.append(f"{unattributed} planned trial(s) of unknown protocol are left out")

@@ -5,6 +5,7 @@ timestamps or version strings, so the same records give the same files."""
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import atomic_write_bytes
 from .load import condition_name, short_condition
 from .stats import Friedman
 
@@ -53,8 +55,10 @@ def save(figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     for fmt in PLOT_FORMATS:
         if fmt in formats:
             path = stem.with_suffix(f".{fmt}")
-            figure.savefig(path, format=fmt, metadata=METADATA[fmt], bbox_inches="tight",
+            buffer = io.BytesIO()  # rendered whole first: a failed write leaves no torn file
+            figure.savefig(buffer, format=fmt, metadata=METADATA[fmt], bbox_inches="tight",
                            pad_inches=0.02)
+            atomic_write_bytes(path, buffer.getvalue())
             written.append(path)
     return written
 

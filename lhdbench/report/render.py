@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from ..files import atomic_write_bytes
 from .load import DATASET_SHORT, condition_name, dataset_order, short_condition
 from .tables import COMPARE_DECIMALS
 
@@ -356,7 +357,8 @@ def markdown(report: Report, images: dict[str, str], command: str | None = None)
 # -- CSV ---------------------------------------------------------------------------------------------
 
 def _write_frame(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
-    path.write_text(frame.to_csv(index=index, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    text = frame.to_csv(index=index, float_format=FLOAT_FORMAT, lineterminator="\n")
+    atomic_write_bytes(path, text.encode())
     return path
 
 
@@ -431,7 +433,7 @@ def write_tex(report: Report, folder: Path) -> list[Path]:
         tables.append(failed)
     for table in tables:
         path = folder / f"{table.name}.tex"
-        path.write_text(tex_table(table))
+        atomic_write_bytes(path, tex_table(table).encode())
         paths.append(path)
     return sorted(paths)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import platform
-from typing import Any
 
 import torch
 
+from .record import Environment
 
-def environment(device: torch.device) -> dict[str, Any]:
+
+def environment(device: torch.device) -> Environment:
     """Where a result came from: device, library versions, host."""
     from . import __version__
 
@@ -16,12 +17,5 @@ def environment(device: torch.device) -> dict[str, Any]:
         name = torch.cuda.get_device_name(device)
     else:
         name = platform.processor() or platform.machine() or "cpu"
-    return {
-        "device": str(device),
-        "device_name": name,
-        "lhdbench": __version__,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "host": platform.node(),
-    }
+    return Environment(device=str(device), device_name=name, lhdbench=__version__, torch=torch.__version__,
+                       cuda=torch.version.cuda, python=platform.python_version(), host=platform.node())

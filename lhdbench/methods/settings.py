@@ -1,0 +1,75 @@
+"""A method's settings for one protocol: search settings and typed, checked hyperparameters.
+
+Later wins: the protocol's `search` section, the method's `defaults`, the protocol's `methods.<name>`
+section. Every hyperparameter goes through its rule (the method's `rules`, else the rule its default's
+type implies, `lhdbench.rules.rule_for`), so a bad value fails with the same one-line message a protocol
+setting gets, naming `methods.<name>.<key>`, before any trial runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..protocol import Protocol, SearchSettings
+from ..rules import ProtocolError, rule_for
+from .api import SearchMethod
+
+SEARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(SearchSettings))
+
+
+def _hparam_names(cls: type[SearchMethod]) -> set[str]:
+    return set(cls.defaults) - SEARCH_FIELDS
+
+
+def _check_hparams(cls: type[SearchMethod], values: dict[str, Any], where: str) -> dict[str, Any]:
+    checked = {}
+    for key, value in values.items():
+        rule = cls.rules.get(key) or rule_for(cls.defaults[key])
+        checked[key] = rule(f"{where}.{key}", value) if rule is not None else value
+    return checked
+
+
+def check_defaults(cls: type[SearchMethod]) -> None:
+    """A method's own declarations, checked when it registers: every rule belongs to a hyperparameter
+    and every default passes its rule."""
+    stray = sorted(set(cls.rules) - _hparam_names(cls))
+    if stray:
+        raise ValueError(f"search method {cls.name!r}: a rule for {stray[0]!r}, which has no default")
+    try:
+        _check_hparams(cls, {k: cls.defaults[k] for k in _hparam_names(cls)}, f"{cls.name}.defaults")
+        SearchSettings(**{k: v for k, v in cls.defaults.items() if k in SEARCH_FIELDS})
+    except ProtocolError as error:
+        raise ValueError(f"search method {cls.name!r}: {error}") from None
+
+
+def resolve_settings(cls: type[SearchMethod], protocol: Protocol) -> tuple[SearchSettings, dict[str, Any]]:
+    """Search settings and checked hyperparameters of `cls` under `protocol`."""
+    overrides = dict(protocol.methods.get(cls.name, {}))
+    unknown = sorted(set(overrides) - set(cls.defaults) - SEARCH_FIELDS)
+    if unknown:
+        known = sorted(set(cls.defaults) | SEARCH_FIELDS)
+        raise ProtocolError(f"methods.{cls.name}.{unknown[0]}: unknown key (known: {', '.join(known)})")
+    merged = {**cls.defaults, **overrides}
+    hparams = _check_hparams(cls, {k: v for k, v in merged.items() if k not in SEARCH_FIELDS},
+                             f"methods.{cls.name}")
+    settings_overrides = {k: v for k, v in merged.items() if k in SEARCH_FIELDS}
+    base = protocol.search
+    if settings_overrides:
+        try:
+            base = protocol.replace(search=settings_overrides).search
+        except ProtocolError as error:
+            # The value came from the method's section (or its defaults): say so.
+            raise ProtocolError(str(error).replace("search.", f"methods.{cls.name}.", 1)) from None
+    return base, hparams
+
+
+def check_protocol_methods(protocol: Protocol) -> None:
+    """Every method a protocol's `methods:` section names exists, and its overrides resolve."""
+    from .registry import get_method, method_names
+
+    names = method_names()
+    for name in protocol.methods:
+        if name not in names:
+            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})")
+        resolve_settings(get_method(name), protocol)

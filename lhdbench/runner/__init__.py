@@ -1,0 +1,73 @@
+"""Executing a plan: every trial the store does not hold as done, in-process (`serial`) or as Ray Tune
+trials (`ray_tune`), with retries, and an evaluation started as soon as its own search is done.
+
+`run_plan` checks everything it can before it writes anything (the storage folder, its file locking,
+the device, the Ray cluster), then records the plan and runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from ..plan import Plan
+from ..store import Store
+from .dispatch import Dispatch
+from .options import DEFAULT_RETRIES, RunOptions
+from .progress import ProgressLine
+from .trial import run_trial
+
+__all__ = ["DEFAULT_RETRIES", "Dispatch", "RunOptions", "run_plan", "run_trial"]
+
+
+def check_options(options: RunOptions) -> None:
+    """Usage errors of the options themselves (ValueError, one line), before anything is written."""
+    from ..engine import pick_device
+
+    if options.executor not in ("ray", "serial"):
+        raise ValueError(f"unknown executor {options.executor!r} (known: ray, serial)")
+    if options.executor == "serial":
+        pick_device(options.device)  # unknown devices and CUDA without a GPU fail here
+    elif options.device not in (None, "cpu"):
+        raise ValueError("with the Ray executor each trial uses the device share Ray gives it; "
+                         "--device takes only cpu there (trials then ask for no GPU)")
+
+
+def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None = None,
+             progress_stream: Any = None) -> Dispatch:
+    """Run every trial of `plan` that the store does not hold as done. Returns the bookkeeping,
+    whose `counts` say what this run finished and failed."""
+    options = options or RunOptions()
+    store = Store(storage)
+    store.check_usable()
+    check_options(options)
+    store.check_locking()
+    dispatch = Dispatch(plan, store)
+    executor = None
+    if options.executor == "ray" and dispatch.to_run:
+        from .ray_tune import RayExecutor
+
+        executor = RayExecutor(plan, store, options)  # connects, or fails, before anything is written
+    try:
+        store.root.mkdir(parents=True, exist_ok=True)
+        for line in store.set_aside_invalid():
+            print(f"lhdbench: {line}", file=sys.stderr)
+        store.add_to_plan(plan.run_entry(), {t.trial_id: {**t.to_dict(), "protocol": plan.protocol.name}
+                                             for t in plan.trials})
+        progress = ProgressLine(dispatch, progress_stream)
+        progress.update()
+        try:
+            if executor is not None:
+                executor.run(dispatch, progress)
+            elif options.executor == "serial":
+                from .serial import run_serial
+
+                run_serial(plan, store, dispatch, options, progress)
+        finally:
+            progress.update(force=True)
+            progress.close()
+    finally:
+        if executor is not None:
+            executor.close()
+    return dispatch

@@ -1,0 +1,68 @@
+"""Which trials may start now: an evaluation waits for its search; the longest work goes first."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..plan import Plan, Trial
+from ..record import TrialRecord
+from ..store import Store
+
+
+@dataclass
+class Dispatch:
+    """The run's bookkeeping. A failed search fails its evaluations with a reason that names it (they
+    are run again when a rerun's search succeeds). Built from the store's valid records only, so a
+    record file that does not validate never counts as done."""
+
+    plan: Plan
+    store: Store
+    ready: deque[Trial] = field(default_factory=deque)
+    waiting: dict[str, list[Trial]] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "failed": 0})
+    skipped: int = 0  # done before this run
+
+    def __post_init__(self) -> None:
+        records = self.store.records()
+        done = {tid for tid, r in records.items() if r.status == "done"}
+        self.skipped = sum(t.trial_id in done for t in self.plan.trials)
+        for trial in self.plan.trials:
+            if trial.trial_id in done:
+                continue
+            if trial.phase == "search" or trial.search_trial_id in done:
+                self.ready.append(trial)
+            else:
+                self.waiting.setdefault(trial.search_trial_id, []).append(trial)
+        # The longest work first (evaluations train for far more epochs than searches run), which
+        # shortens the whole run; searches are next so that they unlock more evaluations.
+        self.ready = deque(sorted(self.ready, key=lambda t: t.phase == "search"))
+
+    @property
+    def to_run(self) -> int:
+        return len(self.ready) + sum(map(len, self.waiting.values()))
+
+    def next_trial(self) -> Trial | None:
+        if not self.ready:
+            return None
+        trial = self.ready.popleft()
+        self.running.add(trial.trial_id)
+        return trial
+
+    def exhausted(self) -> bool:
+        return not self.ready and not self.running
+
+    def finish(self, trial: Trial, record: TrialRecord) -> None:
+        self.running.discard(trial.trial_id)
+        unlocked = self.waiting.pop(trial.trial_id, [])
+        if record.status == "done":
+            self.counts["done"] += 1
+            self.ready.extendleft(reversed(unlocked))
+            return
+        self.counts["failed"] += 1
+        for evaluation in unlocked:
+            self.store.write_record(TrialRecord.failed(
+                f"not run: its search {trial.trial_id} failed", **evaluation.to_dict(),
+                protocol=self.plan.protocol.to_dict(), attempts=self.store.attempts(evaluation.trial_id)))
+            self.counts["failed"] += 1

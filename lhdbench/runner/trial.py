@@ -1,0 +1,94 @@
+"""One planned trial, run in the store: under its lock, resumed from its checkpoint, recorded.
+
+Durability comes from here, not from the executor: each trial runs under its lock, resumes from its
+last epoch checkpoint and writes its own record atomically, so killing the driver at any moment loses
+only the epochs in flight, and a rerun of the same command skips what is done.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from ..engine import RECORD_FILE, TrialFailed, one_line_reason
+from ..plan import Trial
+from ..record import InvalidRecord, Resources, TrialRecord, Worker, read_record
+from ..store import Store
+
+
+def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike, *,
+              resources: Resources | None = None, data_root: str | None = None,
+              device: str | None = None) -> TrialRecord:
+    """Run (or resume, or return the finished record of) one planned trial and store its record.
+
+    Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
+    reason. Interrupts propagate and write nothing, so the checkpoint resumes. OSError from writing
+    the record (a full disk) propagates too: the trial's outcome cannot be kept."""
+    import torch
+
+    from ..protocol import protocol_from_dict
+
+    resources = resources or Resources()
+    store = Store(storage)
+    with store.trial_lock(trial.trial_id):
+        previous = store.read_record(trial.trial_id)
+        if previous is not None and previous.status == "done":
+            return previous  # a finished trial's record is never rewritten
+        attempt = store.attempts(trial.trial_id) + 1
+        # One intra-op thread pool per trial, sized to what the trial was given: concurrent trials
+        # each using every core slow each other down many times over on small machines.
+        torch.set_num_threads(max(1, int(resources.cpu)))
+        started = time.time()
+        who = {"host": socket.gethostname(), "pid": os.getpid(),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
+        try:
+            record = _run_phase(trial, protocol_from_dict(protocol, name=protocol["name"]), store,
+                                data_root, device)
+        except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
+            record = _failed_record(store, trial, protocol, one_line_reason(error))
+        finished = time.time()
+        record = record.stored(trial.to_dict(), attempt, resources,
+                               Worker(**who, started_at=started, finished_at=finished))
+        store.write_record(record)
+        store.log_event(trial.trial_id, {"event": record.status, "attempt": attempt, "time": finished,
+                                         **who})
+        return record
+
+
+def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
+               device: str | None) -> TrialRecord:
+    out = store.trial_dir(trial.trial_id)
+    if trial.phase == "search":
+        from ..search import run_search
+
+        return run_search(trial.baseline, trial.dataset, trial.seed, protocol, out, device=device,
+                          data_root=data_root, progress=False)
+    from ..evaluate import run_evaluation
+    from ..search import ARCH_FILE
+    from ..space import get_policy
+    from ..space.arch_weights import load_arch_weights
+
+    search = store.read_record(trial.search_trial_id)
+    if search is None or search.status != "done":
+        raise TrialFailed(f"its search {trial.search_trial_id} has not finished")
+    arch = store.trial_dir(trial.search_trial_id) / ARCH_FILE
+    return run_evaluation(load_arch_weights(arch), get_policy(trial.policy), trial.dataset, trial.seed,
+                          protocol, out, device=device, data_root=data_root, progress=False,
+                          arch_file=str(arch))
+
+
+def _failed_record(store: Store, trial: Trial, protocol: dict[str, Any], reason: str) -> TrialRecord:
+    """The trial folder's own failed record when the loop wrote it for this failure (it has the
+    environment and settings), else one from the plan. An earlier attempt's record with another
+    reason is not this failure's."""
+    path = store.trial_dir(trial.trial_id) / RECORD_FILE
+    try:
+        own = read_record(path) if path.exists() else None
+    except (InvalidRecord, OSError):
+        own = None
+    if own is not None and own.status == "failed" and own.reason == reason:
+        return own
+    return TrialRecord.failed(reason, **trial.to_dict(), protocol=protocol)
