@@ -222,10 +222,13 @@ def benchmark_command(args: argparse.Namespace) -> int:
                          address=args.address,
                          data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
                          device=args.device)
-    print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches and "
-          f"{len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}", file=sys.stderr)
+    def announce() -> None:
+        print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches "
+              f"and {len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}",
+              file=sys.stderr)
+
     try:
-        dispatch = run_plan(plan, storage, options)
+        dispatch = run_plan(plan, storage, options, announce=announce)
     except KeyboardInterrupt:
         print(f"lhdbench: stopped; finished trials are stored. Rerun the same command to resume "
               f"(`lhdbench status --storage {storage}` shows where it stands).", file=sys.stderr)
@@ -263,6 +266,9 @@ def report_command(args: argparse.Namespace) -> int:
     command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
                         f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
                                                       else []) + [f"--formats {','.join(formats)}"])
+    for note in report.trials.notes:
+        if note.startswith("left out, not a valid trial record"):
+            print(f"lhdbench: warning: {note}", file=sys.stderr)
     written = write_report(report, args.out, formats, command=command)
     print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
           f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .files import move_aside
+from .files import is_storage_failure, move_aside
 from .protocol import SpeedSettings
 from .record import InvalidRecord, TrialRecord, read_record, write_record
 
@@ -67,6 +67,8 @@ def run_recorded(record_path: Path, fields: dict[str, Any],
     except TrialMismatch:
         raise  # the folder is another trial's: leave its files alone
     except Exception as error:
+        if is_storage_failure(error):
+            raise  # a full disk is not this trial's failure, and its record could not be written
         reason = one_line_reason(error)
         write_record(record_path, TrialRecord.failed(reason, **fields,
                                                      wall_time_s=time.monotonic() - started))

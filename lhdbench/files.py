@@ -20,6 +20,15 @@ from typing import Any
 NO_LOCKING = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
 
 
+# Errors of the storage itself, not of one trial: every later write would fail the same way, so a
+# run stops on them instead of recording each trial as failed.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in STORAGE_ERRNOS
+
+
 class LockingUnsupported(OSError):
     """The filesystem of a lock file does not support flock."""
 

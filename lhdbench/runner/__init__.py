@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..plan import Plan
@@ -35,14 +36,16 @@ def check_options(options: RunOptions) -> None:
 
 
 def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None = None,
-             progress_stream: Any = None) -> Dispatch:
+             progress_stream: Any = None, announce: Callable[[], None] | None = None) -> Dispatch:
     """Run every trial of `plan` that the store does not hold as done. Returns the bookkeeping,
-    whose `counts` say what this run finished and failed."""
+    whose `counts` say what this run finished and failed. `announce` is called once every check has
+    passed, just before the first write."""
     options = options or RunOptions()
     store = Store(storage)
     store.check_usable()
     check_options(options)
     store.check_locking()
+    store.read_plan()  # a broken plan.json is an error now, not after the run started
     dispatch = Dispatch(plan, store)
     executor = None
     if options.executor == "ray" and dispatch.to_run:
@@ -50,6 +53,8 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
 
         executor = RayExecutor(plan, store, options)  # connects, or fails, before anything is written
     try:
+        if announce is not None:
+            announce()
         store.root.mkdir(parents=True, exist_ok=True)
         for line in store.set_aside_invalid():
             print(f"lhdbench: {line}", file=sys.stderr)

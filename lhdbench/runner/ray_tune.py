@@ -21,6 +21,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
+from ..files import is_storage_failure
 from ..methods import PLUGINS_ENV
 from ..plan import Plan, Trial
 from ..record import Resources, TrialRecord
@@ -183,8 +184,15 @@ def _tune_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]], pr
     from ..engine import TrialFailed
 
     trial = Trial(**trials[config["trial"]])
-    record = run_trial(trial, protocol, storage, resources=Resources(**resources[trial.trial_id]),
-                       data_root=data_root)
+    try:
+        record = run_trial(trial, protocol, storage, resources=Resources(**resources[trial.trial_id]),
+                           data_root=data_root)
+    except OSError as error:
+        if not is_storage_failure(error):
+            raise
+        # Not the trial's failure, and retrying it would fail the same way: tell the driver to stop.
+        tune.report({"storage_error": [error.errno, error.strerror, error.filename]})
+        return
     if record.status != "done":
         raise TrialFailed(f"{trial.trial_id}: {record.reason}")
     tune.report({"status": "done"})
@@ -212,6 +220,11 @@ class _PlanSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
+            return
+        if result and result.get("storage_error"):
+            number, message, filename = result["storage_error"]
+            self.fatal = OSError(number, message, filename)
+            self.dispatch.running.discard(trial.trial_id)
             return
         try:
             record = self.store.read_record(trial.trial_id)

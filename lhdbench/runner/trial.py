@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ..engine import RECORD_FILE, TrialFailed, one_line_reason
+from ..files import is_storage_failure
 from ..plan import Trial
 from ..record import InvalidRecord, Resources, TrialRecord, Worker, read_record
 from ..store import Store
@@ -24,8 +25,8 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
     """Run (or resume, or return the finished record of) one planned trial and store its record.
 
     Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
-    reason. Interrupts propagate and write nothing, so the checkpoint resumes. OSError from writing
-    the record (a full disk) propagates too: the trial's outcome cannot be kept."""
+    reason. Interrupts propagate and write nothing, so the checkpoint resumes. A full or read-only
+    storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops."""
     import torch
 
     from ..protocol import protocol_from_dict
@@ -48,6 +49,8 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
             record = _run_phase(trial, protocol_from_dict(protocol, name=protocol["name"]), store,
                                 data_root, device)
         except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
+            if is_storage_failure(error):
+                raise  # the storage, not the trial: the run stops (see the executors)
             record = _failed_record(store, trial, protocol, one_line_reason(error))
         finished = time.time()
         record = record.stored(trial.to_dict(), attempt, resources,
