@@ -7,6 +7,7 @@ folder is absent.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ NUM_REFERENCE_FILES = 135
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    # Ray reads these when it is imported, which an earlier test may have done before the runner could
+    # set them: keep every in-process Ray instance on loopback and out of ~/.ray.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import torch
 
     # The tests use tiny tensors, where a second intra-op thread gains nothing, and on a busy 2-core

@@ -164,3 +164,9 @@ def test_a_plugin_file_that_cannot_be_used_is_an_error(tmp_path, source, message
         p for p in files_under(tmp_path) if p.parts[0] == "__pycache__"}
     missing = cli([*DEMO, "--plugin", str(tmp_path / "nope.py")], tmp_path)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:10001", "http://127.0.0.1:8265"])
+def test_a_ray_client_address_is_refused(here, capsys, address):
+    argv = [a for a in DEMO if a not in ("--executor", "serial")] + ["--address", address]
+    assert_refused(argv, here, capsys, "Ray Client addresses (ray://...) are not supported")

@@ -279,3 +279,44 @@ def test_real_dataset_when_present(name, train, n, classes):
         pytest.skip(f"files not present: {error}")
     assert data.images.shape == (n, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.labels.dtype == torch.int64 and set(data.labels.unique().tolist()) == set(range(classes))
+
+
+def _load_with_a_slow_fake_download(root: str, log: str) -> None:
+    """In a fresh process: CIFAR-10 through a stand-in for torchvision that takes a second to
+    'download' and logs when it starts and ends."""
+    import time
+
+    from torchvision import datasets
+
+    from lhdbench.data.sources import load_images
+
+    class SlowCifar:
+        def __init__(self, root, train=True, download=False):
+            with open(log, "a") as handle:
+                handle.write(f"start {time.monotonic()}\n")
+            time.sleep(1.0)
+            with open(log, "a") as handle:
+                handle.write(f"end {time.monotonic()}\n")
+            self.data = np.zeros((2, 32, 32, 3), np.uint8)
+            self.targets = [0, 1]
+
+    datasets.CIFAR10 = SlowCifar
+    assert len(load_images("cifar10", train=True, root=root)) == 2
+
+
+@pytest.mark.slow
+def test_trials_starting_together_on_a_fresh_data_root_download_one_at_a_time(tmp_path):
+    import multiprocessing
+
+    log = tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_load_with_a_slow_fake_download, args=(str(tmp_path / "data"), str(log)))
+               for _ in range(3)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(120)
+        assert process.exitcode == 0
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert [kind for kind, _ in events] == ["start", "end"] * 3  # never two at once
+    assert (tmp_path / "data" / ".lhdbench-cifar10.lock").exists()

@@ -15,7 +15,6 @@ from lhdbench.cli import main
 from lhdbench.plan import load_suite, make_plan
 from lhdbench.record import TrialRecord
 from lhdbench.runner import RunOptions, run_plan, run_trial
-from lhdbench.runner.ray_tune import gpu_fraction
 from lhdbench.status import store_status
 from lhdbench.store import Store
 
@@ -156,16 +155,6 @@ def test_two_processes_never_run_the_same_trial_twice(tmp_path):
     assert [e["event"] for e in Store(tmp_path).events(trial_id)] == ["start", "done"]
 
 
-
-
-def test_gpu_share_follows_measured_memory_and_is_whole_when_unknown():
-    plan = small_plan(baselines=("darts", "pcdarts"), policies=("base",))
-    by_name = {(t.phase, t.baseline): t for t in plan.trials}
-    assert gpu_fraction(by_name["search", "darts"], 80.0) == 0.25  # 8.3 GB: four fit, the cap
-    assert gpu_fraction(by_name["search", "darts"], 24.0) == 0.5  # 10.4 GB with headroom: two fit
-    assert gpu_fraction(by_name["search", "darts"], 8.0) == 1.0
-    assert gpu_fraction(by_name["search", "pcdarts"], 80.0) == 1.0  # not measured yet
-    assert gpu_fraction(by_name["evaluate", "pcdarts"], 80.0) == 0.25
 
 
 def run_cli(args, tmp_path, **env):

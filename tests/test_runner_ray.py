@@ -92,6 +92,11 @@ def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
                   "--seeds", "0", "--policies", "base", "--retries", "1", "--plugin", str(PLUGIN),
                   "--storage", str(storage)], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
+    # One line per failed search, with its reason, and none of Tune's tracebacks.
+    assert "Traceback" not in result.stderr and "Trials did not complete" not in result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("lhdbench: trial ")]
+    assert len(failures) == 2 and any(line.endswith("RuntimeError: injected failure") for line in failures)
+    assert len(result.stderr.strip().splitlines()) < 20, result.stderr
     records = {(r.phase, r.baseline): r for r in Store(storage).records().values()}
     assert records["search", "test-raises"].reason == "RuntimeError: injected failure"
     assert "non-finite" in records["search", "test-nan"].reason

@@ -7,9 +7,11 @@ moves it to the GPU once and makes batches there.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import file_lock
 from .specs import get_dataset
 
 ENV_VAR = "LHDBENCH_DATA"
@@ -152,16 +155,31 @@ def _short(error: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+@contextlib.contextmanager
+def download_lock(root: Path, name: str) -> Iterator[None]:
+    """Held while torchvision checks and fetches a dataset, so that the first trials on a fresh data
+    root (several per machine, all starting at once) do not download and unpack the same archive over
+    each other. Where the root cannot hold a lock (read-only, no flock), the files are read unlocked."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = file_lock(root / f".lhdbench-{name}.lock")
+        lock.__enter__()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def _torchvision(name: str, train: bool, root: Path, download: bool) -> ImageSet:
     from torchvision import datasets
 
     ds: Any
     try:
-        if name == "svhn":
-            ds = datasets.SVHN(str(root), split="train" if train else "test", download=download)
-        else:
-            cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-            ds = cls(str(root), train=train, download=download)
+        with download_lock(root, name) if download else contextlib.nullcontext():
+            ds = _open(datasets, name, train, root, download)
     except ImportError:
         raise  # e.g. scipy, which torchvision needs to read SVHN's .mat files: not a data problem
     except Exception as error:  # torchvision raises RuntimeError, URLError/OSError, tarfile errors...
@@ -170,7 +188,17 @@ def _torchvision(name: str, train: bool, root: Path, download: bool) -> ImageSet
             f"{name} ({'train' if train else 'test'}) not found under {root} "
             f"(looked for {_looked_for(name, train)}); {how}. Put the torchvision files there or "
             f"pass --data-root/{ENV_VAR}") from error
+    return _image_set(name, ds)
 
+
+def _open(datasets: Any, name: str, train: bool, root: Path, download: bool) -> Any:
+    if name == "svhn":
+        return datasets.SVHN(str(root), split="train" if train else "test", download=download)
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    return cls(str(root), train=train, download=download)
+
+
+def _image_set(name: str, ds: Any) -> ImageSet:
     if name == "svhn":
         images = np.ascontiguousarray(ds.data)  # already (N, 3, 32, 32)
         labels = np.asarray(ds.labels, dtype=np.int64)  # torchvision maps the .mat's 10 to 0

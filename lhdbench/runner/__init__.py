@@ -49,6 +49,9 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
     dispatch = Dispatch(plan, store)
     executor = None
     if options.executor == "ray" and dispatch.to_run:
+        from .ray_cluster import cluster_address, prepare_environment
+
+        prepare_environment(cluster_address(options.address))
         from .ray_tune import RayExecutor
 
         executor = RayExecutor(plan, store, options)  # connects, or fails, before anything is written

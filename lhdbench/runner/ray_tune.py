@@ -3,17 +3,16 @@
 Tune executes and retries the trials; the order comes from a Searcher that hands out a trial only when
 it may start (an evaluation once its search is done), so no phase barrier idles a GPU. Each trial asks
 for a fraction of a GPU (or CPUs only); Ray makes its share the first visible device, which is the one
-the trial uses.
+the trial uses. Which Ray, and how it is joined: `ray_cluster.py`. GPU shares: `gpu_share.py`.
 
-Without `--address` or $RAY_ADDRESS the run starts its own instance on loopback, never joining one that
-happens to run on the machine, and a watchdog ends that instance if the driver dies (SIGKILL included).
+Import this only after `ray_cluster.prepare_environment`: Ray reads its environment when imported.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -27,62 +26,11 @@ from ..plan import Plan, Trial
 from ..record import Resources, TrialRecord
 from ..store import Store
 from .dispatch import Dispatch
+from .gpu_share import trial_resources
 from .options import RunOptions
 from .progress import ProgressLine
+from .ray_cluster import LOOPBACK_ENV, PrivateInstance, check_cluster, cluster_address
 from .trial import run_trial
-
-# Ray's local instance binds to the machine's address unless this is set; a local run needs loopback.
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-# -- GPU shares -----------------------------------------------------------------------------------
-
-# Peak GPU memory per trial at the paper protocol, in GB, from benchmarks/results/ on an H100:
-# a fused-cell DARTS search at batch 176 + 176 in bf16 (throughput-search-switches-h100.json) and the
-# base network's training step at batch 64 in fp32 (throughput-h100.json). Methods not measured take
-# a whole GPU until benchmarks/methods.py has been run for them (see docs/runner.md).
-MEASURED_SEARCH_GB = {"darts": 8.3, "milenas": 8.3, "beta-darts": 8.3}
-MEASURED_EVALUATION_GB = 3.3
-MEMORY_HEADROOM = 1.25  # allocator fragmentation and the CUDA context of each process
-MAX_TRIALS_PER_GPU = 4  # host-bound trials overlap well, but beyond a few they contend (unmeasured)
-
-
-def gpu_fraction(trial: Trial, gpu_memory_gb: float) -> float:
-    """The share of one GPU a trial asks for: as many trials per GPU as fit in its memory, at most
-    MAX_TRIALS_PER_GPU, or the whole GPU when the method's peak memory is unknown."""
-    peak = MEASURED_EVALUATION_GB if trial.phase == "evaluate" else MEASURED_SEARCH_GB.get(trial.baseline)
-    if peak is None:
-        return 1.0
-    per_gpu = max(1, min(MAX_TRIALS_PER_GPU, math.floor(gpu_memory_gb / (peak * MEMORY_HEADROOM))))
-    return 1.0 / per_gpu
-
-
-def trial_resources(plan: Plan, options: RunOptions, cluster_gpus: float,
-                    visible_gpu_memory_gb: float | None, local: bool) -> dict[str, Resources]:
-    """Each trial's request. Decided from what the user said, not from what an autoscaling cluster has
-    at this moment: `--gpus-per-trial` is taken as given, `--gpu-memory` means GPU trials even while
-    the cluster has no GPU node yet; otherwise GPU trials where the cluster has GPUs now."""
-    if options.device == "cpu":
-        wants_gpu = False
-    elif options.gpus_per_trial is not None or options.gpu_memory_gb is not None:
-        wants_gpu = True
-        if local and cluster_gpus == 0:
-            raise ValueError("--gpus-per-trial/--gpu-memory given, but this machine has no GPU "
-                             "(a local Ray instance cannot gain one)")
-    else:
-        wants_gpu = cluster_gpus > 0
-    memory = options.gpu_memory_gb or visible_gpu_memory_gb
-    out = {}
-    for trial in plan.trials:
-        if not wants_gpu:
-            gpus = 0.0
-        elif options.gpus_per_trial is not None:
-            gpus = options.gpus_per_trial
-        elif memory is None:
-            gpus = 1.0  # nobody knows the GPU's memory: a whole GPU is always safe
-        else:
-            gpus = gpu_fraction(trial, memory)
-        out[trial.trial_id] = Resources(cpu=options.cpus_per_trial, gpu=gpus)
-    return out
 
 
 def worker_environment() -> dict[str, str]:
@@ -91,32 +39,31 @@ def worker_environment() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if os.environ.get(k)}
 
 
-# -- the executor -----------------------------------------------------------------------------------
-
 class RayExecutor:
-    """Connects to Ray (or starts a private instance) when built, runs a dispatch, and leaves the
+    """Joins the cluster (or starts a private instance) when built, runs a dispatch, and leaves the
     cluster as it found it when closed."""
 
     def __init__(self, plan: Plan, store: Store, options: RunOptions) -> None:
         self.plan, self.store, self.options = plan, store, options
-        self.address = check_address(options.address or os.environ.get("RAY_ADDRESS") or None)
-        self.started_here = False
+        self.address = cluster_address(options.address)
+        self.private: PrivateInstance | None = None
+        self.joined = False
         if not ray.is_initialized():
-            self._init()
+            env = worker_environment()
+            kwargs = {"runtime_env": {"env_vars": env} if env else None, "include_dashboard": False,
+                      "log_to_driver": False, "logging_level": "ERROR", **options.ray_init}
+            if self.address is None:
+                self.private = PrivateInstance(kwargs)
+            else:
+                check_cluster(self.address)
+                ray.init(address=self.address, **kwargs)
+                self.joined = True
         cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
         self.resources = trial_resources(plan, options, cluster_gpus, _visible_gpu_memory_gb(),
                                          local=self.address is None)
-
-    def _init(self) -> None:
-        env = worker_environment()
-        if self.address is None:
-            # A private instance for this run: all of Ray's traffic on the loopback interface.
-            os.environ.setdefault(LOOPBACK_ENV, "0")
-            env.setdefault(LOOPBACK_ENV, os.environ[LOOPBACK_ENV])
-        ray.init(address=self.address or "local", runtime_env={"env_vars": env} if env else None,
-                 include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 **self.options.ray_init)
-        self.started_here = True
+        if cluster_gpus == 0 and any(r.gpu for r in self.resources.values()):
+            print("lhdbench: the cluster has no GPU at the moment; the trials wait for GPU nodes to join "
+                  "(an autoscaling cluster adds them for the pending trials)", file=sys.stderr)
 
     def run(self, dispatch: Dispatch, progress: ProgressLine) -> None:
         resources = {k: v.model_dump() for k, v in self.resources.items()}
@@ -125,11 +72,11 @@ class RayExecutor:
                                  protocol=self.plan.protocol.to_dict(), storage=str(self.store.root),
                                  resources=resources, data_root=self.options.data_root),
             lambda config: tune.PlacementGroupFactory([_bundle(resources[config["trial"]])]))
-        # Tune's own console tables and error tracebacks would bury the progress line; a failing trial
-        # gets one line of its own from the searcher, with the reason its record holds.
+        # Tune's own console tables and per-attempt tracebacks would bury the progress line; a failing
+        # trial gets one line of its own from the searcher, with the reason its record holds.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        for name in ("ray.tune", "ray.train", "ray.air"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+        logging.getLogger("ray.tune.tune").addFilter(_no_failure_summary)
         searcher = _PlanSearcher(dispatch, self.store, self.plan, progress)
         tuner = tune.Tuner(
             trainable,
@@ -147,20 +94,15 @@ class RayExecutor:
             raise KeyboardInterrupt
 
     def close(self) -> None:
-        if self.started_here:
-            ray.shutdown()
+        if self.private is not None:
+            self.private.close()
+        elif self.joined:
+            ray.shutdown()  # disconnects this driver; the cluster runs on
 
 
-def check_address(address: str | None) -> str | None:
-    if address is None:
-        return None
-    if address == "local":
-        return None
-    if address.startswith("ray://"):
-        raise ValueError(f"--address {address}: Ray Client (ray://) addresses are not supported; run "
-                         "`lhdbench benchmark` on the cluster's head node with --address auto (or the "
-                         "head's host:port), so Tune runs next to the cluster")
-    return address
+def _no_failure_summary(record: logging.LogRecord) -> bool:
+    """Tune's closing 'Trials did not complete' line: the searcher has said it, one line per trial."""
+    return not str(record.msg).startswith("Trials did not complete")
 
 
 def _visible_gpu_memory_gb() -> float | None:

@@ -1,0 +1,58 @@
+"""A trial's GPU share follows what the user said and the GPU's memory, not how many GPUs an
+autoscaling cluster happens to have when the driver starts."""
+
+import pytest
+
+from lhdbench.plan import load_suite, make_plan
+from lhdbench.runner import RunOptions
+from lhdbench.runner.gpu_share import gpu_fraction, trial_resources
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return make_plan(load_suite("demo").narrow(baselines=["darts", "pcdarts"], seeds=[0], policies=["base"]))
+
+
+def shares(plan, **kwargs):
+    found = trial_resources(plan, RunOptions(**kwargs.pop("options", {})), **kwargs)
+    return {(t.phase, t.baseline): found[t.trial_id].gpu for t in plan.trials}
+
+
+def test_shares_follow_measured_memory_and_are_whole_when_unknown(plan):
+    by_name = {(t.phase, t.baseline): t for t in plan.trials}
+    assert gpu_fraction(by_name["search", "darts"], 80.0) == 0.25  # 8.3 GB: four fit, the cap
+    assert gpu_fraction(by_name["search", "darts"], 24.0) == 0.5  # 10.4 GB with headroom: two fit
+    assert gpu_fraction(by_name["search", "darts"], 8.0) == 1.0
+    assert gpu_fraction(by_name["search", "pcdarts"], 80.0) == 1.0  # not measured yet
+    assert gpu_fraction(by_name["evaluate", "pcdarts"], 80.0) == 0.25
+
+
+def test_a_cluster_without_gpus_now_still_gets_gpu_trials_when_the_user_says_so(plan):
+    # An autoscaling cluster with no GPU node yet: --gpu-memory or --gpus-per-trial means GPU trials.
+    assert shares(plan, cluster_gpus=0, visible_gpu_memory_gb=None, local=False,
+                  options={"gpu_memory_gb": 80.0}) == {
+        ("search", "darts"): 0.25, ("evaluate", "darts"): 0.25, ("search", "pcdarts"): 1.0,
+        ("evaluate", "pcdarts"): 0.25}
+    assert set(shares(plan, cluster_gpus=0, visible_gpu_memory_gb=None, local=False,
+                      options={"gpus_per_trial": 0.5}).values()) == {0.5}
+
+
+def test_the_same_request_whatever_the_cluster_has_at_the_start(plan):
+    asked = {"gpu_memory_gb": 40.0}
+    assert (shares(plan, cluster_gpus=0, visible_gpu_memory_gb=None, local=False, options=asked)
+            == shares(plan, cluster_gpus=8, visible_gpu_memory_gb=None, local=False, options=asked))
+
+
+def test_without_a_word_from_the_user_gpus_now_decide(plan):
+    assert set(shares(plan, cluster_gpus=0, visible_gpu_memory_gb=None, local=False).values()) == {0.0}
+    # GPUs, but the driver cannot see one to read its memory: a whole GPU each, which always fits.
+    assert set(shares(plan, cluster_gpus=2, visible_gpu_memory_gb=None, local=False).values()) == {1.0}
+    assert shares(plan, cluster_gpus=1, visible_gpu_memory_gb=80.0, local=True)[("search", "darts")] == 0.25
+    assert set(shares(plan, cluster_gpus=4, visible_gpu_memory_gb=80.0, local=True,
+                      options={"device": "cpu"}).values()) == {0.0}
+
+
+def test_a_local_instance_without_gpus_refuses_gpu_requests(plan):
+    with pytest.raises(ValueError, match="this machine has no GPU"):
+        trial_resources(plan, RunOptions(gpus_per_trial=0.5), cluster_gpus=0, visible_gpu_memory_gb=None,
+                        local=True)
