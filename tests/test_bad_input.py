@@ -170,3 +170,16 @@ def test_a_plugin_file_that_cannot_be_used_is_an_error(tmp_path, source, message
 def test_a_ray_client_address_is_refused(here, capsys, address):
     argv = [a for a in DEMO if a not in ("--executor", "serial")] + ["--address", address]
     assert_refused(argv, here, capsys, "Ray Client addresses (ray://...) are not supported")
+
+
+def test_a_storage_without_file_locks_is_refused_before_anything_is_written(here, capsys, monkeypatch):
+    """Some NFS mounts and FUSE filesystems have no flock; without it two processes could run one
+    trial at once, so the run is refused, naming the store, instead of recording 'killed?' later."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert_refused([*DEMO, "--storage", "s"], here, capsys, "on a filesystem without file locks")
