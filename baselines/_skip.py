@@ -1,4 +1,6 @@
-"""The decaying auxiliary skip that DARTS- and SurgeNAS add to every edge (lhd-reference.md §3.10-3.11).
+"""The decaying auxiliary skip that DARTS- and SurgeNAS add to every edge.
+
+As the LHD code has them (chaoji90/LHD `search/DARTS-/`, `search/SurgeNAS/`).
 
 Shared by `darts_minus.py` and `surgenas.py`. This module registers no method (the registry imports it
 like every module of the folder, which is harmless).

@@ -1,5 +1,5 @@
-"""Beta-DARTS (Ye et al., CVPR 2022), as the LHD code means it (lhd-reference.md §3.9), with the
-regularizer made effective.
+"""Beta-DARTS (Ye et al., CVPR 2022), as the LHD code means it (chaoji90/LHD `search/Beta-DARTS/`),
+with the regularizer made effective.
 
 DARTS plus the Beta-Decay regularizer on the architecture loss: L_arch = CE_val + lambda_e * reg, with
 lambda_e = beta_weight * epoch (upstream hard-codes 0.5 * epoch: 0 at epoch 0, 24.5 at epoch 49; the
@@ -11,11 +11,12 @@ reg is the LHD adaptation of the paper's mean logsumexp of the parameters: the m
   block flattened, as the joint node softmax sees it (T = 1);
 * for the sum-path row of both output matrices: log(14 / 5) + logsumexp(output[0]).
 
-The constant offsets are upstream's; they move the value, not the gradient. Two upstream bugs are
-fixed (§7 item 7): the terms were packed with `torch.tensor(list)`, which detaches them, so the
-regularizer never reached the gradient; and the normal output row was used twice and the reduce row
-never. Here the terms are stacked, so the regularizer has a graph. The upstream model's normal/reduce
-naming swap (§7 item 8) only mislabels tensors and is not reproduced.
+The constant offsets are upstream's; they move the value, not the gradient. Two bugs of upstream
+`concate_sum_five_sig_beta.py` are fixed: the terms were packed with `torch.tensor(list)`, which
+detaches them, so the regularizer never reached the gradient; and the normal output row was used twice
+and the reduce row never. Here the terms are stacked, so the regularizer has a graph. The upstream
+model's normal/reduce naming swap (its `'normal'` weights come from `alphas_reduce` and vice versa,
+consistently end to end) only mislabels tensors and is not reproduced.
 """
 
 from __future__ import annotations

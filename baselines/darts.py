@@ -1,5 +1,5 @@
-"""DARTS, first order (Liu et al., ICLR 2019), as the LHD code runs it (lhd-reference.md §3.1):
-the default behaviour of every SearchMethod hook."""
+"""DARTS, first order (Liu et al., ICLR 2019), as the LHD code runs it (chaoji90/LHD
+`search/DARTS/train_search_darts.py`): the default behaviour of every SearchMethod hook."""
 
 from lhdbench.methods import SearchMethod, register
 

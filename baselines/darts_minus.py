@@ -1,11 +1,12 @@
-"""DARTS- (Chu et al., ICLR 2021) as the LHD code runs it (lhd-reference.md §3.10, §7 item 14).
+"""DARTS- (Chu et al., ICLR 2021) as the LHD code runs it (chaoji90/LHD `search/DARTS-/`).
 
-First-order DARTS (§2) on a supernet whose every edge carries an auxiliary skip added *unweighted*:
+First-order DARTS (`darts.py`) on a supernet whose every edge carries an auxiliary skip added *unweighted*:
 edge = sum_o w_o op_o(x) + beta_e aux(x), aux = Identity (stride 1) or a trainable
 FactorizedReduce(C, C, affine=False) (stride 2, updated by the weight SGD with the other weights). A node
 with n inputs so receives n skip terms, one per input (the gated earlier nodes included). beta_e decays
 per epoch, linearly by default: beta_e = skip_beta (epochs - e) / epochs, 1.0 at epoch 0 down to 0.02
-at epoch 49 of 50; the same beta serves the architecture and the weight forwards. The exported weights
+at epoch 49 of 50; the same beta serves the architecture and the weight forwards. The skip is always
+on, as upstream (which parses `--auxiliary_skip` and ignores it). The exported weights
 are the plain LHD transform of the alphas (the skip has no parameter in them).
 
 Hyperparameters: `skip_beta` (1.0) and `decay` (`linear`; also `cosine` = base (1 + cos(pi e/epochs))/2,

@@ -1,4 +1,4 @@
-"""DrNAS (Chen et al., ICLR 2021) as the LHD code runs it (lhd-reference.md §3.3, §7 item 9).
+"""DrNAS (Chen et al., ICLR 2021) as the LHD code runs it (chaoji90/LHD `search/DrNAS/`).
 
 Once per forward pass, the op weights are a reparameterized Dirichlet sample with concentration
 ELU(alpha) + 1, shared by all cells of one type: one Dirichlet per edge row over its 7 ops (so a node's
@@ -6,9 +6,9 @@ weights sum to its number of inputs), one over the 5 nodes for the sum path, and
 for the concat gates too (replacing the sigmoid). The arch and weight steps draw independent samples.
 Only the weights differ from DARTS, so DrNAS runs on the fused supernet.
 
-Export: by default the plain joint softmax / softmax / sigmoid at T = 1 that upstream saves, although
-the search optimized Dirichlet samples (§7 item 9). `export: dirichlet_mean` writes the mean of the
-distributions the search sampled instead (see `dirichlet_mean_weights`).
+Export: by default the plain joint softmax / softmax / sigmoid at T = 1 that upstream
+`train_search_drnas.py` saves, although the search optimized Dirichlet samples. `export: dirichlet_mean`
+writes the mean of the distributions the search sampled instead (see `dirichlet_mean_weights`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """GAEA (Li, Khodak, Balcan, Talwalkar, ICLR 2021) on DARTS, as the LHD code runs it
-(lhd-reference.md §3.8): two variants sharing one update.
+(chaoji90/LHD `search/GAEA/`): two variants sharing one update.
 
 * Parameterization: every row of the four architecture matrices starts on the simplex (1/7 per
   op in the node matrices, 0.2 per node in the output matrices).
@@ -7,7 +7,8 @@
   alpha <- alpha * exp(-eta * grad), clamp at 1e-5, renormalize each row (last dim) to sum 1,
   with eta = `arch_lr` = 0.1.
 * The forward and the export are unchanged from DARTS: the joint node softmax, the sum-path softmax
-  and the concat sigmoid are applied on top of the simplex values (§7 item 11). GAEA's own code uses
+  and the concat sigmoid are applied on top of the simplex values (upstream
+  `concate_sum_five_gaea_sig.py`). GAEA's own code uses
   the simplex values directly as op weights; the LHD behaviour is kept here (docs/baselines.md).
   Within a node the softmax of simplex values differs by at most a factor e, and a gate lies in
   [0.5, 0.731].

@@ -1,4 +1,4 @@
-"""GDAS (Dong & Yang, CVPR 2019) as the LHD code runs it (lhd-reference.md §3.5, §7 item 10).
+"""GDAS (Dong & Yang, CVPR 2019) as the LHD code runs it (chaoji90/LHD `search/GDAS/`).
 
 Per node, a hard (straight-through) Gumbel-softmax over the flattened n_i x 7 block of raw alphas picks
 exactly one (input, op) pair; the sum path is a hard Gumbel-softmax over the 5 nodes; the concat gates
@@ -119,7 +119,7 @@ def edge_choices(positions: list[int]) -> list[int]:
 
 
 class GdasEdge(nn.Module):
-    """An LHD edge that runs only its sampled op (upstream MixedOp, §3.5).
+    """An LHD edge that runs only its sampled op (the MixedOp of upstream `concate_sum_five_sig_gdas.py`).
 
     With a weight row that has a non-zero entry it returns w[argmax] * op_argmax(x); otherwise the
     (zero) sum of its weights, which adds nothing to the node but carries the straight-through

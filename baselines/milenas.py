@@ -1,4 +1,6 @@
-"""MiLeNAS, mixed-level search (He et al., CVPR 2020), as the LHD code runs it (lhd-reference.md §3.2).
+"""MiLeNAS, mixed-level search (He et al., CVPR 2020), as the LHD code runs it.
+
+Upstream: chaoji90/LHD `search/MiLeNAS/train_search_milenas.py`.
 
 The architecture gradient mixes both levels: grad_alpha L_val + lambda * grad_alpha L_train, both at
 the weights as they are before this step's SGD update. The LHD code gets this by letting the train

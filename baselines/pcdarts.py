@@ -1,6 +1,6 @@
-"""PC-DARTS (Xu et al., ICLR 2020) as the LHD code runs it (lhd-reference.md §3.4, §7 item 13).
+"""PC-DARTS (Xu et al., ICLR 2020) as the LHD code runs it (chaoji90/LHD `search/PC-DARTS/`).
 
-First-order DARTS (§2) with partial channel connections, K = 4: on every edge the seven ops are built
+First-order DARTS (`darts.py`) with partial channel connections, K = 4: on every edge the seven ops are built
 for C/K channels and run on the first C/K channels of the edge input; the other (K-1)C/K channels
 bypass the mixture (2x2 max-pooled, stride 2, on stride-2 edges). The two parts are concatenated, op part
 first, and channel-shuffled with K groups. There is no edge normalization (upstream defines none).

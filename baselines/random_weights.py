@@ -1,9 +1,10 @@
-"""Random architecture weights (lhd-reference.md §3.6): the no-search baseline.
+"""Random architecture weights: the no-search baseline (LHD code, chaoji90/LHD `search/Random/`).
 
 The architecture parameters are drawn as 0.1 * N(0, 1) from torch's global RNG (seeded with the trial
 seed by the loop) and exported with the plain LHD transform (joint node softmax, sum-path softmax,
 concat sigmoid). Nothing is trained: `trains = False`, so the loop loads no data and runs no epoch.
-Upstream still required CUDA and loaded (downloaded) the dataset (§7 item 15); here neither is needed.
+Upstream still required CUDA and loaded (downloaded) the dataset (`train_search_rd.py`); here neither
+is needed.
 
 The module is not called `random` so that it cannot shadow the standard library module.
 """

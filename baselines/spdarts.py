@@ -1,4 +1,6 @@
-"""SP-DARTS (Ding & Zhang, arXiv 2306.06858) as the LHD code runs it (lhd-reference.md §3.7, §7 item 12).
+"""SP-DARTS (Ding & Zhang, arXiv 2306.06858) as the LHD code runs it.
+
+Upstream: chaoji90/LHD `search/SP-DARTS/train_search_spdarts.py`.
 
 DARTS with a small softmax temperature and mixed sparsity:
 

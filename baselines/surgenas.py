@@ -1,6 +1,6 @@
-"""SurgeNAS (Luo et al., IEEE Trans. Computers 2023) as the LHD code runs it (lhd-reference.md §3.11).
+"""SurgeNAS (Luo et al., IEEE Trans. Computers 2023) as the LHD code runs it.
 
-Two changes from DARTS (§2):
+Upstream: chaoji90/LHD `search/SurgeNAS/`. Two changes from DARTS (`darts.py`):
 
 * the auxiliary skip of DARTS- sits *inside* the op mixture, so it is scaled by the edge's weight mass:
   edge = sum_o w_o (op_o(x) + beta_e aux(x)) = sum_o w_o op_o(x) + beta_e (sum_o w_o) aux(x), with the
@@ -43,8 +43,8 @@ class SurgeNas(DecayingSkipMethod):
         loss, logits = ctx.loss(*train)
         loss.backward(inputs=[*ctx.weight_params, *ctx.arch_params])
         nn.utils.clip_grad_norm_(ctx.weight_params, ctx.settings.grad_clip)
-        # Upstream order (§3.11): the Adam step on the architecture, then the SGD step on the weights;
-        # both use the gradient of the same loss at the same (pre-step) parameters.
+        # Upstream order (`search/SurgeNAS/`): the Adam step on the architecture, then the SGD step on
+        # the weights; both use the gradient of the same loss at the same (pre-step) parameters.
         ctx.arch_optimizer.step()
         ctx.weight_optimizer.step()
         return batch_metrics(loss, logits, train[1])

@@ -36,7 +36,7 @@ from lhdbench.search import _MethodForward
 from lhdbench.space import ArchWeights, FinalNetwork, Supernet, discretize, get_policy
 from lhdbench.space.supernet import MixedOp
 
-# CIFAR-10 steps per epoch at the paper batch sizes (lhd-reference.md §2, §5.4).
+# CIFAR-10 steps per epoch at the paper batch sizes: 25,000 images / 176 (search), 50,000 / 64 (evaluation).
 SEARCH_STEPS_PER_EPOCH = 143
 EVAL_STEPS_PER_EPOCH = 782
 

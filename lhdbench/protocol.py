@@ -2,9 +2,10 @@
 
 A Protocol has three sections of settings and one of per-method overrides:
 
-* ``search``: the supernet search (defaults: the original LHD/DARTS search protocol, lhd-reference.md §2);
+* ``search``: the supernet search (defaults: the first-order DARTS protocol that every baseline of the LHD
+  code shares, chaoji90/LHD `search/DARTS/train_search_darts.py`);
 * ``evaluate``: training a discretized network from scratch (defaults: the paper's evaluation protocol,
-  §5.3-5.4);
+  upstream `eval/<dataset>/train.py`);
 * ``speed``: how fast the engine may run (precision, memory format, compilation, determinism). These
   switches change no budget, optimizer or data setting;
 * ``methods``: per-method overrides of method hyperparameters, e.g. ``{"pcdarts": {"batch_size": 576}}``.
@@ -39,21 +40,23 @@ from .yamlfile import YamlError, parse_yaml
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The supernet search. Defaults: the shared LHD search protocol (lhd-reference.md §2)."""
+    """The supernet search. Defaults: the search protocol the LHD baselines share (chaoji90/LHD
+    `search/DARTS/train_search_darts.py` and `search/utils.py`)."""
 
-    epochs: int = 50  # §2 "Defaults": epochs 50
-    batch_size: int = 176  # §2: batch_size 176 (CIFAR 143 steps/epoch, SVHN 209)
-    weight_lr: float = 0.025  # §2: weights SGD lr 0.025
-    weight_lr_min: float = 3e-4  # §2: CosineAnnealingLR(T_max=epochs, eta_min=3e-4), stepped per epoch
-    momentum: float = 0.9  # §2: SGD momentum 0.9
-    weight_decay: float = 3e-4  # §2: SGD weight_decay 3e-4
-    grad_clip: float = 5.0  # §2: clip_grad_norm 5 over the weights only
-    arch_lr: float = 3e-4  # §2: arch Adam lr 3e-4 (original DARTS: 1e-3, §7 item 6)
-    arch_betas: tuple[float, float] = (0.5, 0.999)  # §2: arch Adam betas (0.5, 0.999)
-    arch_weight_decay: float = 0.0  # §2 and §7 item 6: arch weight decay 0
-    train_portion: float = 0.5  # §2 "Split": weights on the first half, arch params on the second
-    init_channels: int = 16  # §2: init_channels 16
-    layers: int = 8  # §2: layers 8 (reduction cells at floor(L/3) and floor(2L/3), §1.3)
+    epochs: int = 50
+    batch_size: int = 176  # CIFAR 143 steps/epoch, SVHN 209
+    weight_lr: float = 0.025  # SGD on the weights
+    weight_lr_min: float = 3e-4  # cosine annealing to this over `epochs`, stepped once per epoch
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # gradient-norm clip over the weights only
+    arch_lr: float = 3e-4  # Adam on the architecture parameters
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    # 0 as upstream runs it; original DARTS uses 1e-3, which upstream has commented out.
+    arch_weight_decay: float = 0.0
+    train_portion: float = 0.5  # weights on the first half of the training set, arch params on the second
+    init_channels: int = 16
+    layers: int = 8  # reduction cells at floor(L/3) and floor(2L/3)
     max_train_images: int | None = None  # use only the first n training images (smoke); None = all
     steps_per_epoch: int | None = None  # cap on weight steps per epoch (smoke); None = a full pass
 
@@ -63,23 +66,26 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """Training a discretized network from scratch. Defaults: the paper protocol (§5.3-5.4)."""
+    """Training a discretized network from scratch. Defaults: the paper protocol (LHD code,
+    chaoji90/LHD `eval/<dataset>/train.py`)."""
 
-    epochs: int = 600  # §5.4: 600 epochs
-    batch_size: int = 64  # §5.4: batch 64 (train and test)
-    lr: float = 0.025  # §5.4: SGD lr 0.025
-    lr_min: float = 0.0  # §5.4: CosineAnnealingLR(T_max=600, eta_min=0), stepped per epoch
-    momentum: float = 0.9  # §5.4: momentum 0.9
-    weight_decay: float = 3e-4  # §5.4: weight decay 3e-4
-    grad_clip: float = 5.0  # §5.4: grad clip 5
-    auxiliary_weight: float = 0.4  # §5.4: loss CE + 0.4 aux CE; 0 disables the auxiliary head
-    cutout: int = 16  # §5.4: Cutout 16 on CIFAR; 0 disables; applied only where the dataset spec allows
-    drop_path: bool = True  # §5.3: linear drop-path ramp to (normal concat count) x policy rate
-    # §5.3 / §7 item 24: the CIFAR-100/SVHN train-accuracy-driven increments of p_max. An option of the
-    # paper protocol, off by default (docs/protocols.md, "Deviations").
+    epochs: int = 600
+    batch_size: int = 64  # train and test
+    lr: float = 0.025  # SGD
+    lr_min: float = 0.0  # cosine annealing over `epochs` to this, stepped once per epoch
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary_weight: float = 0.4  # loss = CE + 0.4 x auxiliary-head CE; 0 disables the auxiliary head
+    cutout: int = 16  # Cutout 16 on CIFAR; 0 disables; applied only where the dataset spec allows
+    drop_path: bool = True  # linear drop-path ramp to (normal concat count) x policy rate
+    # Upstream's CIFAR-100 and SVHN `train.py` raise the drop-path target whenever the training accuracy
+    # passes a threshold, outside any script argument. An option here, off by default
+    # (docs/protocols.md, "Deviations").
     adaptive_drop_path: bool = False
-    # §5.4 / §7 item 22: the paper's metric is the best test accuracy over 0-based epoch indices > this
-    # (400 means epochs 401..599). It selects on the test set; the final-epoch accuracy is kept too.
+    # The paper's metric is the best test accuracy over 0-based epoch indices > this (400 means epochs
+    # 401..599), as upstream `train.py` computes it. It selects on the test set; the final-epoch
+    # accuracy is kept too.
     best_after_epoch: int = 400
     max_train_images: int | None = None  # use only the first n training images (smoke); None = all
     max_test_images: int | None = None  # use only the first n test images (smoke); None = all

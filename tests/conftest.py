@@ -23,7 +23,7 @@ from lhdbench.space import ArchWeights  # noqa: E402
 
 SKIP_MESSAGE = ("../shared/lhd-reference-archs not found: the upstream architecture files are not "
                 "shipped with lhdbench; tests that need them are skipped")
-# The three files whose final-network sizes lhd-reference.md §5.6 lists.
+# Three published files whose upstream final-network sizes tests/test_network.py pins down.
 DARTS_BILEVEL_FILE = "cifar10/darts_bilevel/20211010-140512-concate-sum-darts-bilevel.pl"
 SPDARTS_SVHN_GLOB = "svhn/sp-darts/20211023-222350*.pl"
 PCDARTS_C100_GLOB = "cifar100/pcdarts/20211022-033330*.pl"

@@ -303,7 +303,7 @@ def test_constructor_rejects_wrong_shape_and_nan(weights):
 
 def test_constructor_accepts_float32_rounding(weights):
     normal = weights.normal.copy()
-    normal[0, 0] += 1e-4  # within the float32 tolerance of real files (§1.5)
+    normal[0, 0] += 1e-4  # within the float32 tolerance of the published upstream files
     ArchWeights(normal, weights.reduce, weights.normal_output, weights.reduce_output)
 
 

@@ -1,8 +1,9 @@
-"""lhdbench.space.discretize: lhd-reference.md §4 (the rules themselves are in test_policies.py).
+"""lhdbench.space.discretize: the LHD code's discretization, chaoji90/LHD `eval/gen_trans.py` (the rules
+themselves are tested in test_policies.py).
 
-Property tests compare `discretize` against a small independent re-statement of §4 and check the
-structural invariants of the result; explicit examples pin down tie-breaking and the §4.6/§5.6 facts
-for the upstream files.
+Property tests compare `discretize` against a small independent re-statement of `gen_trans.py` and check
+the structural invariants of the result; explicit examples pin down tie-breaking and what the policies
+keep of the published upstream files (measured by running upstream `gen_trans.py` on them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from lhdbench.space.upstream import load_upstream_pl
 POLICY_NAMES = ("base", "1m", "3ops", "4out")
 
 
-# --- an independent re-statement of §4 ------------------------------------------------------------------
+# --- an independent re-statement of upstream `gen_trans.py` ---------------------------------------------
 
 def order(values) -> list[int]:
     """Descending value, ties to the lower index."""
@@ -43,7 +44,7 @@ def oracle_outputs(policy_name: str, row: np.ndarray, path: str) -> set[int]:
     if policy_name == "4out":
         chosen = order(row)[:4]
     elif path == "sum":
-        chosen = [i for i in range(5) if row[i] > np.float32(0.2)]  # §4.3, float32 like upstream
+        chosen = [i for i in range(5) if row[i] > np.float32(0.2)]  # > 0.2 in float32, like upstream
     else:
         mean = float(np.mean(row, dtype=np.float64))
         chosen = [i for i in range(5) if float(row[i]) > mean]
@@ -230,7 +231,7 @@ def test_live_edges_prunes_nodes_that_reach_no_output():
     assert live_edges(edges, {2}) == [e for e in edges if e.node == 2]
 
 
-# --- facts about the upstream files (§4.2, §4.6, §5.6) ------------------------------------------------------
+# --- facts about the published upstream files ---------------------------------------------------------------
 
 DARTS_FACTS = {
     # policy: (normal edges, sum, concat, reduce edges, sum, concat)
@@ -279,4 +280,4 @@ def test_all_reference_files_base_output_counts_and_oracle():
                 if policy_name == "base":
                     assert 1 <= len(cell.sum) <= 4 and 1 <= len(cell.concat) <= 4, path
                     if is_spdarts(path):
-                        assert len(cell.sum) == 1, path  # §4.6: SP-DARTS always one sum node
+                        assert len(cell.sum) == 1, path  # SP-DARTS files always keep one sum node

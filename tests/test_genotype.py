@@ -1,4 +1,5 @@
-"""lhdbench.space.genotype: the discrete architecture and its JSON form (lhd-reference.md §4.5)."""
+"""lhdbench.space.genotype: the discrete architecture and its JSON form (cf. `Genotype_op` in upstream
+LHD, chaoji90/LHD `eval/gen_trans.py`)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_output_sets_are_normalized_to_ascending():
 
 
 def test_parallel_ops_on_one_input_are_allowed():
-    # Two kept pairs may share an input with different ops (§4.2).
+    # Two kept pairs may share an input with different ops (upstream `gen_trans.py` allows it).
     cell = CellGenotype((Edge("skip_connect", 1, 0), Edge("dil_conv_5x5", 1, 0)), (0,), (0,))
     assert len(cell.edges) == 2
 

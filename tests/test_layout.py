@@ -1,4 +1,4 @@
-"""lhdbench.space.layout: where each node's weights live (lhd-reference.md §1.4)."""
+"""lhdbench.space.layout: where each node's weights live (chaoji90/LHD `search/concate_sum_five_sig.py`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""lhdbench.space.network: the final (discretized) network, lhd-reference.md §5.1-5.3 and §5.6."""
+"""lhdbench.space.network: the final (discretized) network of the LHD code.
+
+Upstream: chaoji90/LHD `eval/multi_path_concat_sum.py`, with the capacity loop of `eval/<dataset>/train.py`.
+"""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 POLICY_NAMES = ("base", "1m", "3ops", "4out")
 POOLS = ("max_pool_3x3", "avg_pool_3x3")
 
-# --- an independent parameter count from §1.1, §5.1 and §5.2 -------------------------------------------
+# --- an independent parameter count from the upstream op and network definitions -----------------------
 
 def op_params(op: str, c: int, stride: int) -> int:
     if op in POOLS:
@@ -72,7 +75,7 @@ def expected_params(genotype: Genotype, classes: int, c: int, layers: int, aux: 
 
 
 def expected_shape(genotype: Genotype, policy_name: str, classes: int) -> tuple[int, int, int]:
-    """(layers, channels, params) by the §5.3 capacity loop, using the count above."""
+    """(layers, channels, params) by the upstream capacity loop, using the count above."""
     policy = POLICIES[policy_name]
     c = 36
     while True:
@@ -90,7 +93,7 @@ def n_all(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# --- §5.6 measured sizes -------------------------------------------------------------------------------
+# --- sizes measured by building upstream's NetworkCIFAR from the published files -----------------------
 
 # file -> classes, {policy: (channels, layers, params without aux, params with aux or None)}
 SIZES = {
@@ -154,8 +157,9 @@ def test_real_build_matches_meta_count():
 
 
 def test_network_shape_over_all_reference_files_fast_ranges():
-    """§5.6 ranges over all 135 files x 4 policies, via the independent count (network_shape itself
-    is compared with it on every file in the slow test below, and on three files above)."""
+    """Measured upstream ranges over all 135 files x 4 policies, via the independent count
+    (network_shape itself is compared with it on every file in the slow test below, and on three files
+    above)."""
     require_reference_archs()
     files = reference_files()
     assert len(files) == 135
@@ -211,7 +215,7 @@ def test_reference_network_forward_shapes():
     assert logits.shape == (2, 100) and aux.shape == (2, 100)
     assert net.aux_index == 13
     assert [i for i, cell in enumerate(net.cells) if cell.reduction] == [6, 13]
-    # Classifier input: (|normal concat| + 1) * 4C (§5.2).
+    # Classifier input: (|normal concat| + 1) * 4C, as upstream.
     assert net.classifier.in_features == (len(genotype.normal.concat) + 1) * 4 * 36
 
 

@@ -1,4 +1,4 @@
-"""lhdbench.space.ops: the seven LHD primitives (lhd-reference.md §1.1)."""
+"""lhdbench.space.ops: the seven LHD primitives (chaoji90/LHD `search/operations_five_dr.py`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def n_params(module: nn.Module) -> int:
 
 
 def expected_params(name: str, c: int, stride: int, affine: bool) -> int:
-    """The §1.1 table."""
+    """Parameter counts of the upstream ops."""
     bn = 2 * c if affine else 0
     if name in ("max_pool_3x3", "avg_pool_3x3"):
         return 0

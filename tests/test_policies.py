@@ -1,4 +1,7 @@
-"""lhdbench.space.policies: selection rules and the four evaluation policies (lhd-reference.md §4.3, §4.6)."""
+"""lhdbench.space.policies: selection rules and the four evaluation policies.
+
+As the LHD code has them: chaoji90/LHD `eval/gen_trans.py` and `eval/<dataset>/train_*.sh`.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def test_policy_registry():
 
 
 def test_policy_settings_match_spec():
-    # §4.6 / §5.3 settings.
+    # The settings of upstream `eval/<dataset>/train_*.sh` and the capacity loop of `train.py`.
     assert [POLICIES[n].node_inputs for n in POLICY_NAMES] == [2, 2, 3, 2]
     assert [POLICIES[n].layers for n in POLICY_NAMES] == [20, 25, 20, 20]
     assert [POLICIES[n].min_params for n in POLICY_NAMES] == [None, 1_500_000, None, None]

@@ -49,7 +49,7 @@ def test_every_preset_loads_and_round_trips_exactly(name):
     assert json.dumps(protocol.to_dict()) == json.dumps(data)  # stable key order
 
 
-def test_paper_preset_is_the_original_search_protocol():  # lhd-reference.md §2
+def test_paper_preset_is_the_original_search_protocol():  # chaoji90/LHD search/DARTS/train_search_darts.py
     s = load_protocol("paper").search
     assert (s.epochs, s.batch_size) == (50, 176)
     assert (s.weight_lr, s.weight_lr_min, s.momentum, s.weight_decay, s.grad_clip) == (
@@ -59,7 +59,7 @@ def test_paper_preset_is_the_original_search_protocol():  # lhd-reference.md §2
     assert (s.max_train_images, s.steps_per_epoch) == (None, None)
 
 
-def test_paper_preset_is_the_original_evaluation_protocol():  # lhd-reference.md §5.3-5.4
+def test_paper_preset_is_the_original_evaluation_protocol():  # upstream eval/<dataset>/train.py
     e = load_protocol("paper").evaluate
     assert (e.epochs, e.batch_size, e.lr, e.lr_min) == (600, 64, 0.025, 0.0)
     assert (e.momentum, e.weight_decay, e.grad_clip) == (0.9, 3e-4, 5.0)

@@ -1,4 +1,4 @@
-"""lhdbench.space.supernet: the LHD search network (lhd-reference.md §1.2-1.4)."""
+"""lhdbench.space.supernet: the LHD search network (chaoji90/LHD `search/concate_sum_five_sig.py`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 SKIP = PRIMITIVES.index("skip_connect")
 ARCH_SHAPES = {"alphas_normal": (20, 7), "alphas_reduce": (20, 7),
                "alphas_normal_output": (2, 5), "alphas_reduce_output": (2, 5)}
-# §1.3 table: cell -> (reduction, preprocess0 (in, out) or None, preprocess1 (in, out), sum, concat, size)
+# Upstream channels at search settings:
+# cell -> (reduction, preprocess0 (in, out) or None, preprocess1 (in, out), sum, concat, size)
 CHANNEL_TABLE = {
     0: (False, None, (48, 16), 16, 80, 32),
     1: (False, None, (80, 16), 16, 80, 32),
@@ -54,7 +55,7 @@ def test_weight_parameter_count(classes, count):
 @pytest.mark.parametrize(("mixed_op", "edge_modules"), [(None, ".groups."), (MixedOp, ".edges.")],
                          ids=["fused", "reference"])
 def test_weight_parameter_breakdown(mixed_op, edge_modules):
-    # §1.3: stems 1,856; preprocess1 66,048; preprocess0 2,560; MixedOps 486,400; classifier 3,850.
+    # Upstream: stems 1,856; preprocess1 66,048; preprocess0 2,560; MixedOps 486,400; classifier 3,850.
     net = Supernet(10, mixed_op=mixed_op)
 
     def count(prefix_test):
@@ -78,7 +79,7 @@ def test_arch_parameters_are_registered_and_checkpointed(supernet):
         assert named[name] is param
         assert tuple(param.shape) == shape
         assert name in state and torch.equal(state[name], param.detach())
-        # DARTS-style init 1e-3 * N(0, 1) (§1.4): tiny but not all zero.
+        # DARTS-style init 1e-3 * N(0, 1), as upstream: tiny but not all zero.
         assert param.abs().max() < 1e-2
         assert param.abs().max() > 0
 
@@ -175,7 +176,7 @@ def test_joint_node_softmax_temperature():
         assert cold[rows].max() > hot[rows].max()  # lower temperature sharpens
         assert cold[rows].argmax() == hot[rows].argmax()
         torch.testing.assert_close(cold[rows].sum(), torch.tensor(1.0))
-    # A very low temperature is near one-hot per node (SP-DARTS saves at T = 0.0015, §1.5).
+    # A very low temperature is near one-hot per node (upstream SP-DARTS saves at T = 0.0015).
     frozen = joint_node_softmax(alphas, 0.0015)
     for node in range(5):
         assert frozen[node_rows(node)].max() > 0.99
@@ -188,7 +189,7 @@ def test_lhd_cell_weights_transforms():
         weights = lhd_cell_weights(nodes, outputs, temperature)
         torch.testing.assert_close(weights.nodes, joint_node_softmax(nodes, temperature))
         torch.testing.assert_close(weights.outputs[0], F.softmax(outputs[0] / temperature, dim=0))
-        # The gates take no temperature (§1.4).
+        # The gates take no temperature, as upstream.
         torch.testing.assert_close(weights.outputs[1], torch.sigmoid(outputs[1]))
 
 

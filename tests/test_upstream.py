@@ -1,4 +1,4 @@
-"""lhdbench.space.upstream: safe import of the upstream `.pl` pickles (lhd-reference.md §1.5).
+"""lhdbench.space.upstream: safe import of the upstream `.pl` pickles (chaoji90/LHD `results/`).
 
 Valid and invalid pickles are built here with `pickle.dumps`, so only the tests over the real files
 need ../shared/lhd-reference-archs.

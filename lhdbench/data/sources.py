@@ -1,8 +1,9 @@
 """Where images come from: the torchvision datasets on disk, and the embedded offline `digits` set.
 
 Every dataset is returned as an `ImageSet`: the whole split as one uint8 NCHW tensor plus int64 labels,
-in dataset order. Search splits it in that order (lhd-reference.md §2); `GpuBatchStream` (stream.py)
-moves it to the GPU once and makes batches there.
+in dataset order. Search splits it in that order, as the LHD code does (chaoji90/LHD
+`search/DARTS/train_search_darts.py`); `GpuBatchStream` (stream.py) moves it to the GPU once and makes
+batches there.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def data_root(root: str | os.PathLike[str] | None = None) -> Path:
 def search_split(data: ImageSet, portion: float = 0.5) -> tuple[ImageSet, ImageSet]:
     """(weight half, arch half): items [0, split) and [split, N) in dataset order, split = floor(portion*N).
 
-    As upstream (lhd-reference.md §2): no shuffling before the split; CIFAR 25,000/25,000, SVHN
-    36,628/36,629.
+    As upstream (`search/DARTS/train_search_darts.py`): no shuffling before the split; CIFAR
+    25,000/25,000, SVHN 36,628/36,629.
     """
     if not 0.0 < portion < 1.0:
         raise ValueError(f"portion must be strictly between 0 and 1, got {portion}")

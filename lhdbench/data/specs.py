@@ -1,4 +1,7 @@
-"""What lhdbench needs to know about each dataset (lhd-reference.md §2, §5.4)."""
+"""What lhdbench needs to know about each dataset.
+
+Statistics and augmentation as in the LHD code (chaoji90/LHD `search/preproc.py`, `eval/<dataset>/train.py`).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ DATASETS: dict[str, DatasetSpec] = {
                     (0.24703233, 0.24348505, 0.26158768), augment=True, cutout=True),
         DatasetSpec("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                     augment=True, cutout=True),
-        # SVHN gets no augmentation at all (§2, §5.4).
+        # SVHN gets no augmentation at all, in search or evaluation (upstream `search/preproc.py`,
+        # `eval/svhn/train.py`).
         DatasetSpec("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
                     augment=False, cutout=False),
         # Embedded offline default: needs no files and no network. It takes the CIFAR code paths

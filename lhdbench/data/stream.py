@@ -10,8 +10,8 @@ Two ways to draw batches, both from the same uploaded data and generator:
 * `epoch()`: one pass over the data in a fresh permutation (weights; evaluation training and test).
 * `next_batch()`: an endless stream of full batches that keeps its permutation and position across
   calls and draws a new permutation when it runs out (architecture batches in search). This is
-  epoch-wise sampling without replacement; upstream rebuilt a DataLoader iterator every step, i.e.
-  i.i.d. batches (lhd-reference.md §7 item 5). See docs/data.md.
+  epoch-wise sampling without replacement; the LHD code calls `next(iter(valid_queue))` every step,
+  i.e. i.i.d. batches (chaoji90/LHD `search/DARTS/train_search_darts.py`). See docs/data.md.
 
 How (for speed): a batch is a handful of tiny kernels, so per-batch cost is kernel-launch overhead,
 not GPU work. A *pass* is therefore prepared whole when its permutation is drawn: the random choices
@@ -33,7 +33,7 @@ import torch
 from .sources import ImageSet
 from .specs import DatasetSpec
 
-CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (lhd-reference.md §2)
+CROP_PADDING = 4  # RandomCrop(32, padding=4), zero fill (upstream `search/preproc.py`)
 CHUNK = 4096  # samples per gather when a pass is prepared: bounds its temporaries (~80 MB)
 STATE_VERSION = 1
 _PARAMS = ("crop_y", "crop_x", "flip", "cutout_y", "cutout_x")  # per-sample random choices of a pass

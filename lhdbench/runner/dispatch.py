@@ -20,7 +20,7 @@ class Dispatch:
     store: Store
     ready: deque[Trial] = field(default_factory=deque)
     waiting: dict[str, list[Trial]] = field(default_factory=dict)
-    running: set[str] = field(default_factory=set)
+    running: dict[str, Trial] = field(default_factory=dict)  # in the order they started
     counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "failed": 0})
     skipped: int = 0  # done before this run
 
@@ -47,14 +47,14 @@ class Dispatch:
         if not self.ready:
             return None
         trial = self.ready.popleft()
-        self.running.add(trial.trial_id)
+        self.running[trial.trial_id] = trial
         return trial
 
     def exhausted(self) -> bool:
         return not self.ready and not self.running
 
     def finish(self, trial: Trial, record: TrialRecord) -> None:
-        self.running.discard(trial.trial_id)
+        self.running.pop(trial.trial_id, None)
         unlocked = self.waiting.pop(trial.trial_id, [])
         if record.status == "done":
             self.counts["done"] += 1

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Any
 
 from .dispatch import Dispatch
+
+SHOWN_RUNNING = 3  # trials named on the line; the rest are counted
+
+
+def label(trial_id: str) -> str:
+    """A trial id without its hash: `search-darts-cifar10-s0`."""
+    head, _, digest = trial_id.rpartition("-")
+    return head if len(digest) == 16 and head else trial_id
 
 
 def duration(seconds: float) -> str:
@@ -36,18 +45,27 @@ class ProgressLine:
         if finished and (pending or d.running):
             eta = elapsed / finished * (pending + len(d.running))
             line += f" | ETA {duration(eta)}"
-        return line + f" | {duration(elapsed)} elapsed"
+        line += f" | {duration(elapsed)} elapsed"
+        if d.running:
+            names = [label(t) for t in list(d.running)[:SHOWN_RUNNING]]
+            more = len(d.running) - len(names)
+            line += f" | now: {', '.join(names)}" + (f" +{more}" if more else "")
+        return line
 
     def update(self, force: bool = False) -> None:
         line = self.counts_line()
-        # In a log, a line per finished trial; on a terminal, also trial starts and ETA refreshes.
+        # In a log, a line when a trial starts or ends; on a terminal, also ETA refreshes.
         if self.tty:
-            news = (line.rsplit(" | ", 2)[0], int(time.monotonic()))
+            news = (line.split(" | ETA")[0].split(" | now:")[0], tuple(self.dispatch.running),
+                    int(time.monotonic()))
         else:
-            news = (line.split(" | ")[0], self.dispatch.counts["failed"])
+            news = (line.split(" | ")[0], self.dispatch.counts["failed"], tuple(self.dispatch.running))
         if news == self.last and not (force and self.tty):
             return
         self.last = news
+        if self.tty:  # a wrapped line could not be rewritten in place
+            width = shutil.get_terminal_size().columns - 1
+            line = line if len(line) <= width else line[:max(width - 3, 0)] + "..."
         self.stream.write(f"\r{line}\033[K" if self.tty else f"{line}\n")
         self.stream.flush()
 

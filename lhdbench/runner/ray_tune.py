@@ -166,7 +166,7 @@ class _PlanSearcher(Searcher):
         if result and result.get("storage_error"):
             number, message, filename = result["storage_error"]
             self.fatal = OSError(number, message, filename)
-            self.dispatch.running.discard(trial.trial_id)
+            self.dispatch.running.pop(trial.trial_id, None)
             return
         try:
             record = self.store.read_record(trial.trial_id)

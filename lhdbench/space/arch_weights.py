@@ -1,6 +1,7 @@
-"""ArchWeights: the relaxed architecture weights a search ends with (DESIGN.md contracts).
+"""ArchWeights: the relaxed architecture weights a search ends with; what discretization consumes.
 
-Four float32 matrices, stored after their transforms, exactly like the upstream `.pl` files (§1.5):
+Four float32 matrices, stored after their transforms, exactly like the `.pl` files the LHD code writes
+(chaoji90/LHD, e.g. `search/DARTS/train_search_darts.py`):
 `normal`/`reduce` (20, 7) joint-softmax node weights (each node block sums to 1) and
 `normal_output`/`reduce_output` (2, 5): row 0 the sum-path softmax, row 1 the concat sigmoid gates.
 
@@ -28,7 +29,7 @@ SUFFIX = ".npz"
 MATRICES = ("normal", "reduce", "normal_output", "reduce_output")
 SHAPES = {"normal": (NUM_EDGES, NUM_OPS), "reduce": (NUM_EDGES, NUM_OPS),
           "normal_output": (OUTPUT_PATHS, NUM_NODES), "reduce_output": (OUTPUT_PATHS, NUM_NODES)}
-# float32 softmax blocks sum to 1 only up to rounding; the upstream files stay within 1e-4 (§1.5).
+# float32 softmax blocks sum to 1 only up to rounding; the published upstream files stay within 1e-4.
 SUM_TOLERANCE = 1e-3
 
 
@@ -58,7 +59,7 @@ class ArchWeights:
     def from_logits(cls, normal: np.ndarray, reduce: np.ndarray, normal_output: np.ndarray,
                     reduce_output: np.ndarray, metadata: dict[str, Any] | None = None) -> ArchWeights:
         """Apply the plain LHD transforms to raw parameters: joint softmax per node block, softmax of
-        output row 0, sigmoid of output row 1 (lhd-reference.md §1.4)."""
+        output row 0, sigmoid of output row 1 (upstream `search/concate_sum_five_sig.py`)."""
 
         def softmax(x: np.ndarray) -> np.ndarray:
             e = np.exp(x - x.max())

@@ -1,4 +1,7 @@
-"""discretize(weights, policy) -> Genotype (lhd-reference.md §4). Pure numpy, no torch."""
+"""discretize(weights, policy) -> Genotype, the LHD code's discretization (chaoji90/LHD `eval/gen_trans.py`).
+
+Pure numpy, no torch.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,14 @@ from .policies import Policy, Rule, ranked
 
 
 def _outputs(rule: Rule, values: np.ndarray) -> list[int]:
-    # Upstream crashes on an empty output set (§7 item 29); only exactly equal weights produce one.
+    # An empty output set, which upstream `eval/gen_trans.py` lets through, crashes its network
+    # (`torch.cat([])`); only exactly equal weights produce one.
     # Keeping the strongest node (lowest index on a tie) is the smallest change that stays valid.
     return rule.select(values) or [int(ranked(values)[0])]
 
 
 def live_edges(edges: list[Edge], outputs: set[int]) -> list[Edge]:
-    """Drop edges into nodes that neither are outputs nor feed one (§4.4)."""
+    """Drop edges into nodes that neither are outputs nor feed one (as upstream `eval/gen_trans.py`)."""
     live = set(outputs)
     # Edges only run from lower to higher nodes, so one backward sweep finds every ancestor.
     for node in reversed(range(NUM_NODES)):

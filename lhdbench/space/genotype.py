@@ -1,8 +1,9 @@
-"""Genotype: the discrete architecture a policy keeps from ArchWeights (lhd-reference.md §4.5).
+"""Genotype: the discrete architecture a policy keeps from ArchWeights (LHD code: `Genotype_op`, as
+chaoji90/LHD `eval/gen_trans.py` returns it).
 
 Per cell type, the kept edges (op, input index, node index) and the output node sets. Inputs follow
 the node-row convention of `layout`: 0 = the previous cell's sum output, 1 = its concat output,
-j >= 2 = node j-2. Two kept edges may share an input with different ops (§4.2).
+j >= 2 = node j-2. Two kept edges may share an input with different ops (upstream allows it too).
 """
 
 from __future__ import annotations

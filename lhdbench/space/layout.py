@@ -1,4 +1,6 @@
-"""Where each node's weights live in the (20, 7) node-weight matrix (lhd-reference.md §1.4).
+"""Where each node's weights live in the (20, 7) node-weight matrix.
+
+The row layout of the LHD code (chaoji90/LHD `search/concate_sum_five_sig.py`).
 
 Node i has 2 + i inputs: 0 = the previous cell's sum output, 1 = its concat output, j >= 2 = node j-2.
 Its block is rows [i(i+3)/2, i(i+3)/2 + i + 2), one row per input, one column per primitive.

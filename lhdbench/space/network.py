@@ -1,4 +1,4 @@
-"""The final (discretized) network of lhd-reference.md §5.1-5.3.
+"""The final (discretized) network of the LHD code (chaoji90/LHD `eval/multi_path_concat_sum.py`).
 
 One op per kept edge (affine BN except the pools' BN), unweighted node sums, a sum output and a
 concat output per cell, an auxiliary head after the second reduction cell, and drop path on every
@@ -42,7 +42,7 @@ class FinalCell(nn.Module):
         self.node_edges = [[i for i, e in enumerate(self.edges) if e.node == node]
                            for node in range(max(e.node for e in self.edges) + 1)]
         self.sum_nodes = genotype.sum
-        self.concat_nodes = genotype.concat  # ascending: the concat order of §5.1
+        self.concat_nodes = genotype.concat  # ascending: upstream concatenates in node-index order
 
     @property
     def concat_multiplier(self) -> int:
@@ -138,7 +138,7 @@ class FinalNetwork(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Parameters outside the auxiliary head, as the paper counts them (§5.6)."""
+    """Parameters outside the auxiliary head, as the paper (and upstream `count_parameters_in_MB`) counts."""
     return sum(p.numel() for name, p in model.named_parameters()
                if not name.startswith("auxiliary_head."))
 
@@ -151,7 +151,10 @@ class NetworkShape:
 
 
 def network_shape(genotype: Genotype, policy: Policy, num_classes: int) -> NetworkShape:
-    """Cells, width and parameter count that `policy` gives `genotype` (capacity rule of §5.3)."""
+    """Cells, width and parameter count that `policy` gives `genotype`.
+
+    The capacity rule of upstream `eval/<dataset>/train.py`: widen from init_channels in steps of 2.
+    """
     channels = policy.init_channels
     while True:
         # Built on the meta device: the capacity loop only counts, so it allocates no memory.

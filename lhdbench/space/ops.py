@@ -1,4 +1,4 @@
-"""The seven LHD primitives (lhd-reference.md §1.1).
+"""The seven LHD primitives (LHD code, chaoji90/LHD `search/genotypes.py`, `search/operations_five_dr.py`).
 
 They differ from DARTS on purpose: there is no `none` op, sep/dil convs are a single depthwise conv
 with no pointwise conv (so they never mix channels), and the pools carry their own non-affine BN,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Column order of every architecture-weight matrix (lhd-reference.md §1.1).
+# Column order of every architecture-weight matrix: upstream `PRIMITIVES` in `search/genotypes.py`.
 PRIMITIVES: tuple[str, ...] = (
     "max_pool_3x3",
     "avg_pool_3x3",

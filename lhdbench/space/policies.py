@@ -1,4 +1,6 @@
-"""The four LHD evaluation policies (lhd-reference.md §4.6), each one typed value.
+"""The four LHD evaluation policies, each one typed value.
+
+As the LHD code's evaluation scripts set them (chaoji90/LHD `eval/<dataset>/train_*.sh`).
 
 A policy says how many (input, op) pairs each node keeps, which nodes feed the sum and concat outputs,
 and how big the final network is. A new policy is one more entry in POLICIES.
@@ -14,7 +16,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Above:
-    """Keep entries strictly above `threshold` (upstream's element-wise rule, §4.3)."""
+    """Keep entries strictly above `threshold` (the element-wise rule of upstream `eval/gen_trans.py`)."""
 
     threshold: float
 
@@ -24,7 +26,7 @@ class Above:
 
 @dataclass(frozen=True)
 class AboveMean:
-    """Keep entries strictly above the mean of the row (upstream concat threshold 0, §4.3)."""
+    """Keep entries strictly above the mean of the row (`eval/gen_trans.py` with concat threshold 0)."""
 
     def select(self, values: np.ndarray) -> list[int]:
         mean = values.astype(np.float64).mean()
@@ -59,9 +61,10 @@ class Policy:
     layers: int = 20
     init_channels: int = 36
     # Grow the width in steps of 2 until the parameter count (without the auxiliary head)
-    # reaches this many; None keeps init_channels (§5.3).
+    # reaches this many, as upstream `eval/<dataset>/train.py` does; None keeps init_channels.
     min_params: int | None = None
-    # Drop-path base rate per dataset; the ramp target is (normal concat count) x rate (§5.3).
+    # Drop-path base rate per dataset; the ramp target is (normal concat count) x rate (upstream
+    # `eval/<dataset>/train.py`).
     drop_path: Mapping[str, float] = field(default_factory=dict)
 
 

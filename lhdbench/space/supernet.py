@@ -1,4 +1,4 @@
-"""The LHD supernet (lhd-reference.md §1.2-1.4).
+"""The LHD supernet (LHD code, chaoji90/LHD `search/concate_sum_five_sig.py`).
 
 Each node mixes all (input, op) pairs with one joint weight block; the cell has two outputs, a
 weighted sum of the nodes and a concatenation of the gated nodes, and the next cell takes both.
@@ -39,7 +39,7 @@ def joint_node_softmax(alphas: torch.Tensor, temperature: float = 1.0) -> torch.
 def lhd_cell_weights(node_alphas: torch.Tensor, output_alphas: torch.Tensor,
                      temperature: float = 1.0) -> CellWeights:
     """The upstream transform: joint node softmax and sum-path softmax at `temperature`, sigmoid
-    gates (which take no temperature, §1.4)."""
+    gates (which take no temperature upstream either)."""
     sum_path = F.softmax(output_alphas[0] / temperature, dim=0)
     gates = torch.sigmoid(output_alphas[1])
     return CellWeights(joint_node_softmax(node_alphas, temperature), torch.stack([sum_path, gates]))
@@ -83,7 +83,7 @@ class SearchCell(nn.Module):
             node_value = sum(self.edges[row](states[source], weights.nodes[row])
                              for source, row in enumerate(range(rows.start, rows.stop)))
             # The sum path takes the ungated node; the gate scales the node everywhere else,
-            # including its later uses as an input (§1.2).
+            # including its later uses as an input, as in upstream `search/concate_sum_five_sig.py`.
             sum_out = sum_out + weights.outputs[0, node] * node_value
             states.append(weights.outputs[1, node] * node_value)
         return sum_out, torch.cat(states[2:], dim=1)
@@ -131,7 +131,7 @@ class Supernet(nn.Module):
                 self.cells.append(SearchCell(c_sum, c_concat, c_cur, reduction, mixed_op))
             c_sum, c_concat = c_cur, NUM_NODES * c_cur
         self.classifier = nn.Linear(c_sum + c_concat, num_classes)
-        # DARTS-style init 1e-3 * N(0, 1) (§1.4); methods may re-initialize.
+        # DARTS-style init 1e-3 * N(0, 1), as upstream; methods may re-initialize.
         for name, shape in zip(self.ARCH_NAMES, [(NUM_EDGES, NUM_OPS)] * 2
                                + [(OUTPUT_PATHS, NUM_NODES)] * 2, strict=True):
             self.register_parameter(name, nn.Parameter(1e-3 * torch.randn(shape)))

@@ -1,4 +1,7 @@
-"""Import of the upstream LHD `.pl` files: pickled lists of four float32 numpy arrays (§1.5).
+"""Import of the upstream LHD `.pl` files: pickled lists of four float32 numpy arrays.
+
+The LHD search scripts write them at their last epoch (e.g. chaoji90/LHD
+`search/DARTS/train_search_darts.py`); the published ones are under `results/` there.
 
 Unpickling can run arbitrary code, so the loader resolves only the three globals a pickled float
 array needs, each replaced by a checking wrapper; anything else in the file is refused before it can
