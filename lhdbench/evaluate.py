@@ -1,4 +1,5 @@
-"""Training a discretized network from scratch (lhd-reference.md §5.3-5.4): one evaluation trial.
+"""Training a discretized network from scratch, as the LHD code does (chaoji90/LHD
+`eval/<dataset>/train.py`): one evaluation trial.
 
 Records both the final-epoch test accuracy and the paper's metric, the best test accuracy over the
 epochs after `best_after_epoch` (400 in the paper). The latter selects on the test set; it is kept
@@ -28,8 +29,9 @@ from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
 
-# §5.3: CIFAR-100 and SVHN raise the drop-path target after every epoch whose training accuracy
-# exceeds a threshold: (threshold %, increment) up to the paper's epoch 400, then after it.
+# Upstream `eval/cifar100/train.py` and `eval/svhn/train.py` raise the drop-path target after every
+# epoch whose training accuracy exceeds a threshold: (threshold %, increment) up to the paper's epoch
+# 400, then after it.
 ADAPTIVE_DROP_PATH = {
     "cifar100": ((75.0, 0.0005), (85.0, 0.0001)),
     "svhn": ((97.0, 0.0005), (99.0, 0.0001)),
@@ -37,8 +39,9 @@ ADAPTIVE_DROP_PATH = {
 
 
 def drop_path_target(genotype: Genotype, policy: Policy, dataset: str) -> float:
-    """p_max = (normal-cell concat count) x the policy's base rate for the dataset (§5.3, §7 item 25).
-    Datasets outside the paper (the embedded digits set) take the CIFAR-10 rate."""
+    """p_max = (normal-cell concat count) x the policy's base rate for the dataset: upstream scales by
+    the normal cell's count only, for both cell types. Datasets outside the paper (the embedded digits
+    set) take the CIFAR-10 rate."""
     rate = policy.drop_path.get(dataset, policy.drop_path.get("cifar10", 0.0))
     return len(genotype.normal.concat) * rate
 
@@ -106,7 +109,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
     test_data = load_images(dataset, train=False, root=data_root).head(settings.max_test_images)
     train_stream = GpuBatchStream(train_data, spec, settings.batch_size, device=device, augment=True,
                                   cutout=settings.cutout, seed=seed, channels_last=speed.channels_last)
-    # Test images are never augmented (the CIFAR-100 script's test augmentation, §7 item 23, is a bug).
+    # Test images are never augmented: upstream `eval/cifar100/train.py` evaluates its test set with the
+    # training augmentation (crop, flip, Cutout), a bug.
     test_stream = GpuBatchStream(test_data, spec, settings.batch_size, device=device, shuffle=False,
                                  channels_last=speed.channels_last)
     p_max = drop_path_target(genotype, policy, dataset) if settings.drop_path else 0.0

@@ -29,7 +29,8 @@ ARCH_FILE = "arch.npz"
 
 def _search_data(method: SearchMethod, dataset: str, data_root: Any) -> tuple[ImageSet, ImageSet | None]:
     """(weight data, architecture data): the 50/50 split in dataset order for bilevel methods, the
-    whole training set (and no architecture data) for single-level ones (§2, §3.8)."""
+    whole training set (and no architecture data) for single-level ones (as upstream
+    `search/DARTS/train_search_darts.py` and the GAEA-ERM script of `search/GAEA/` do)."""
     settings = method.settings
     train = load_images(dataset, train=True, root=data_root).head(settings.max_train_images)
     if method.bilevel:

@@ -14,7 +14,7 @@ from ..record import TrialRecord
 from ..store import Store, StoreError
 from .options import METRICS
 
-# The paper's order of datasets and policies (lhd-reference.md §4.6); names it does not know follow,
+# The paper's order of datasets and policies (as its Table 2); names it does not know follow,
 # alphabetically, so a new policy or dataset needs no edit here.
 DATASET_ORDER = ("cifar10", "cifar100", "svhn", "digits")
 POLICY_ORDER = ("base", "1m", "3ops", "4out")
