@@ -119,6 +119,9 @@ class TrialRecord(_Strict):
     genotype: dict[str, Any] | None = None
     # Results.
     history: list[dict[str, Any]] = []
+    # A search's exported weights after every epoch: {"epoch", "normal", "reduce", "normal_output",
+    # "reduce_output"} (5 significant digits), to show how the architecture evolved.
+    arch_history: list[dict[str, Any]] = []
     arch_half_acc: Fraction | None = None
     final_test_acc: Fraction | None = None
     best_test_acc: Fraction | None = None

@@ -23,8 +23,11 @@ from .environment import environment
 from .methods import SearchContext, SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
 from .record import TrialRecord, check_seed, search_inputs
+from .space import ArchWeights
+from .space.arch_weights import MATRICES
 
 ARCH_FILE = "arch.npz"
+ARCH_HISTORY = "arch_history"  # the loop value holding every epoch's exported weights
 
 
 def _search_data(method: SearchMethod, dataset: str, data_root: Any) -> tuple[ImageSet, ImageSet | None]:
@@ -98,7 +101,7 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
     # Separate seeds keep the two streams independent and each reproducible from the trial seed.
     streams = tuple(GpuBatchStream(data, seed=2 * seed + i, **common) if data is not None else None
                     for i, data in enumerate((weight_data, arch_data)))
-    loop = LoopState()
+    loop = LoopState(values={ARCH_HISTORY: []})
     weight_stream, arch_stream = streams
     checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, inputs, {
         "supernet": supernet, "weight_optimizer": weight_opt, "arch_optimizer": arch_opt,
@@ -106,6 +109,7 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
         "method": method, "rng": GlobalRng(), "loop": loop})
     checkpointer.resume(device)
 
+    method.supernet = supernet
     forward_module = _MethodForward(method, supernet)
     forward = engine.maybe_compile(forward_module, speed, cls.static_graph)
     ctx = SearchContext(supernet, forward, weight_opt, arch_opt, settings, engine.autocast(speed, device))
@@ -128,18 +132,27 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
         loss = float(totals["loss_sum"]) / count
         if not torch.isfinite(torch.tensor(loss)):
             raise engine.TrialFailed(f"training loss became non-finite in epoch {epoch}")
-        loop.history.append({"epoch": epoch, "train_loss": loss,
-                             "train_acc": float(totals["correct"]) / count, "lr": scheduler.get_last_lr()[0]})
+        entry = {"epoch": epoch, "train_loss": loss, "train_acc": float(totals["correct"]) / count,
+                 "lr": scheduler.get_last_lr()[0]}
+        extra = dict(method.on_epoch_end(epoch) or {})
+        clash = sorted(set(extra) & set(entry))
+        if clash:
+            raise engine.TrialFailed(f"{cls.name}.on_epoch_end returned {clash[0]!r}, a key of the loop")
+        loop.history.append({**entry, **{k: float(v) for k, v in extra.items()}})
+        loop.values[ARCH_HISTORY].append(_snapshot(method.export(supernet)))
         bar.epoch_done(epoch, f"loss {loss:.3f} acc {loop.history[-1]['train_acc']:.3f}")
         loop.epoch, loop.wall_time_s = epoch, spent + time.monotonic() - began
         checkpointer.save()
-    weights = method.export(supernet)
+    epochs = [_weights(snapshot) for snapshot in loop.values[ARCH_HISTORY]]
+    weights = method.final_export(supernet, epochs)
     if not all(torch.isfinite(torch.from_numpy(m)).all() for m in weights.matrices()):
         raise engine.TrialFailed("exported architecture weights are not finite")
     weights = type(weights)(*weights.matrices(), metadata={
         **weights.metadata, "method": cls.name, "dataset": dataset, "seed": seed})
     weights.save(out_dir / ARCH_FILE)
-    summary: dict[str, Any] = {"arch_file": ARCH_FILE, "history": loop.history}
+    summary: dict[str, Any] = {"arch_file": ARCH_FILE, "history": loop.history,
+                               "arch_history": [_rounded(e, snapshot)
+                                                for e, snapshot in enumerate(loop.values[ARCH_HISTORY])]}
     if arch_stream is not None:
         supernet.eval()
         eval_stream = GpuBatchStream(arch_data, spec, settings.batch_size, device=device, shuffle=False,
@@ -152,6 +165,24 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
                    epochs_per_s=trained_epochs / wall if wall > 0 and trained_epochs else None,
                    peak_gpu_memory_bytes=engine.peak_memory_bytes(device))
     return summary
+
+
+def _snapshot(weights: ArchWeights) -> dict[str, Any]:
+    """An epoch's exported weights as plain lists (exact float32 values), for the checkpoint."""
+    return {"matrices": [m.tolist() for m in weights.matrices()], "metadata": dict(weights.metadata)}
+
+
+def _weights(snapshot: dict[str, Any]) -> ArchWeights:
+    return ArchWeights(*snapshot["matrices"], metadata=snapshot["metadata"])
+
+
+def _rounded(epoch: int, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The record's copy: 5 significant digits are plenty to plot how the weights evolve."""
+    def rounded(values: Any) -> Any:
+        return [rounded(v) for v in values] if isinstance(values, list) else float(f"{values:.5g}")
+
+    return {"epoch": epoch, **{name: rounded(matrix)
+                               for name, matrix in zip(MATRICES, snapshot["matrices"], strict=True)}}
 
 
 class _MethodForward(nn.Module):

@@ -8,7 +8,7 @@ goes through `state_dict`/`load_state_dict` so that a resumed search continues i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -95,6 +95,9 @@ class SearchMethod:
         self.settings = settings
         self.hparams = dict(hparams)
         self.epoch = 0
+        # The supernet being searched, on its device: set by the loop before the first epoch (and
+        # before a resumed search continues), so hooks without a supernet argument can read it.
+        self.supernet: Supernet | None = None
 
     # --- hooks -------------------------------------------------------------------------------
     def build_supernet(self, num_classes: int) -> Supernet:
@@ -115,6 +118,11 @@ class SearchMethod:
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def on_epoch_end(self, epoch: int) -> Mapping[str, float] | None:
+        """After the epoch's last step: values to record in the epoch's history entry (a temperature,
+        an entropy the method measured), or None."""
+        return None
 
     def step(self, ctx: SearchContext, train: tuple[torch.Tensor, torch.Tensor],
              arch: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -145,6 +153,11 @@ class SearchMethod:
         arrays = [t.detach().float().cpu().numpy() for t in (*normal, *reduce)]
         return ArchWeights(arrays[0], arrays[2], arrays[1], arrays[3],
                            metadata={"method": self.name, "export_temperature": self.export_temperature()})
+
+    def final_export(self, supernet: Supernet, epochs: Sequence[ArchWeights]) -> ArchWeights:
+        """The architecture the search ends with. `epochs` holds what `export` gave after every epoch
+        (resumed runs included); a method that picks an earlier epoch's weights overrides this."""
+        return self.export(supernet)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch}
