@@ -214,7 +214,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
     add_plugin_files(args.plugin or [])  # before any method lookup, so plugins are registered
     suite = load_suite(args.suite).narrow(
         baselines=_names(args.baselines), datasets=_names(args.datasets),
-        policies=_names(args.policies), seeds=args.seeds, preset=args.preset)
+        policies=_names(args.policies), seeds=args.seeds, preset=args.preset,
+        selections=_names(args.selections))
     plan = make_plan(suite)
     storage = Path(args.storage or f"runs/{suite.name}")
     options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--datasets", help="comma-separated datasets (default: the suite's)")
     bench.add_argument("--policies", help="comma-separated policies (default: the suite's)")
     bench.add_argument("--seeds", type=seed_list, help="e.g. 0,1 or 0-4 (default: the suite's)")
+    bench.add_argument("--selections", help="comma-separated: magnitude (the policies' rules on the searched "
+                       "weights), perturbation (DARTS-PT on the searched supernet) (default: the suite's)")
     bench.add_argument("--storage", help="results store folder (default: runs/SUITE)")
     bench.add_argument("--executor", choices=("ray", "serial"), default="ray",
                        help="ray: trials in parallel on Ray; serial: one after another in this process")
@@ -363,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts of a store's trials and the failures")
     status.add_argument("--storage", required=True, help="results store folder")
     status.add_argument("--json", action="store_true",
-                        help="one JSON object: planned, done, failed, running, pending, failed_trials")
+                        help="one JSON object: planned, done, failed, running, pending, failed_trials, "
+                        "invalid_records, storage")
     status.set_defaults(handler=status_command)
 
     from .report.options import FORMATS, METRICS

@@ -71,26 +71,31 @@ def test_accuracy(model: nn.Module, stream: GpuBatchStream, autocast: Any) -> fl
     return float(correct) / max(total, 1)
 
 
-def run_evaluation(weights: ArchWeights, policy: Policy, dataset: str, seed: int, protocol: Protocol,
-                   out_dir: str | Path, *, device: str | torch.device | None = None,
+def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset: str, seed: int,
+                   protocol: Protocol, out_dir: str | Path, *, device: str | torch.device | None = None,
                    data_root: Any = None, progress: bool | None = None,
                    arch_file: str | None = None) -> TrialRecord:
-    """Run (or resume, or return the finished record of) one evaluation trial. `arch_file` is where the
-    weights came from, for the record."""
+    """Run (or resume, or return the finished record of) one evaluation trial. `architecture` is
+    searched weights, discretized under `policy`, or a genotype chosen already (by a perturbation
+    selection); `arch_file` is where it came from, for the record."""
     out_dir = Path(out_dir)
     check_seed(seed)
-    digest = hashlib.sha256(b"".join(m.tobytes() for m in weights.matrices())).hexdigest()
+    if isinstance(architecture, Genotype):
+        genotype, metadata = architecture, {"selection": "perturbation"}
+        digest = hashlib.sha256(architecture.to_json().encode()).hexdigest()
+    else:
+        genotype, metadata = None, dict(architecture.metadata)
+        digest = hashlib.sha256(b"".join(m.tobytes() for m in architecture.matrices())).hexdigest()
     inputs = evaluation_inputs(digest, policy.name, dataset, seed, protocol.to_dict())
     done = engine.finished_record(out_dir / RECORD_FILE, inputs)
     if done is not None:
         return done
     spec = get_dataset(dataset)
-    genotype = discretize(weights, policy)
+    genotype = genotype or discretize(architecture, policy)
     device = engine.pick_device(device)
     fields = {"phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
               "protocol": protocol.to_dict(), "genotype": genotype.to_dict(), "arch_sha256": digest,
-              "arch_metadata": dict(weights.metadata), "arch_file": arch_file,
-              "environment": environment(device)}
+              "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _train(
         genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs))
 

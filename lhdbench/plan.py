@@ -25,7 +25,9 @@ from .search import search_identity
 from .space import POLICIES
 from .yamlfile import YamlError, parse_yaml
 
-SUITE_KEYS = ("name", "preset", "baselines", "datasets", "policies", "seeds")
+SUITE_KEYS = ("name", "preset", "baselines", "datasets", "policies", "seeds", "selections", "transfer")
+OPTIONAL_KEYS = {"name", "selections", "transfer"}
+SELECTIONS = ("magnitude", "perturbation")
 SUITE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
@@ -38,24 +40,40 @@ class Suite:
     name: str
     preset: str
     baselines: tuple[str, ...]
-    datasets: tuple[str, ...]
+    datasets: tuple[str, ...]  # searched on, and evaluated on (the transductive conditions)
     policies: tuple[str, ...]
     seeds: tuple[int, ...]
+    # How searched architectures are chosen before evaluation: `magnitude` (the policies' rules on the
+    # exported weights, as the paper) and/or `perturbation` (DARTS-PT on the searched supernet).
+    selections: tuple[str, ...] = ("magnitude",)
+    # Transfer conditions: a searched dataset -> the other datasets its architectures are also
+    # evaluated on, e.g. {"cifar10": ("cifar100", "svhn")}.
+    transfer: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def narrow(self, *, baselines: list[str] | None = None, datasets: list[str] | None = None,
                policies: list[str] | None = None, seeds: list[int] | None = None,
-               preset: str | None = None) -> Suite:
+               preset: str | None = None, selections: list[str] | None = None) -> Suite:
         """The suite with some axes replaced. Any registered baseline, known dataset or policy may be
-        named, not only the suite's own: running one new method on the lhd conditions is a narrowing."""
+        named, not only the suite's own: running one new method on the lhd conditions is a narrowing.
+        Transfer targets of datasets narrowed away go with them."""
+        datasets_now = tuple(datasets) if datasets else self.datasets
         return _validated(dataclasses.replace(
             self, preset=preset or self.preset,
             baselines=tuple(baselines) if baselines else self.baselines,
-            datasets=tuple(datasets) if datasets else self.datasets,
+            datasets=datasets_now,
             policies=tuple(policies) if policies else self.policies,
-            seeds=tuple(seeds) if seeds else self.seeds))
+            seeds=tuple(seeds) if seeds else self.seeds,
+            selections=tuple(selections) if selections else self.selections,
+            transfer=tuple((src, dst) for src, dst in self.transfer if src in datasets_now)))
+
+    def targets(self, dataset: str) -> tuple[str, ...]:
+        """The datasets an architecture searched on `dataset` is evaluated on: itself first."""
+        return (dataset, *dict(self.transfer).get(dataset, ()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        out["transfer"] = {src: list(dst) for src, dst in self.transfer}
+        return out
 
 
 def suite_names() -> list[str]:
@@ -85,7 +103,7 @@ def load_suite(name_or_path: str) -> Suite:
     if not isinstance(data, dict):
         raise SuiteError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
     unknown = sorted(set(data) - set(SUITE_KEYS))
-    missing = sorted(set(SUITE_KEYS) - set(data) - {"name"})
+    missing = sorted(set(SUITE_KEYS) - set(data) - OPTIONAL_KEYS)
     if unknown or missing:
         problem = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
         raise SuiteError(f"{where}: {problem} (keys: {', '.join(SUITE_KEYS)})")
@@ -97,7 +115,9 @@ def load_suite(name_or_path: str) -> Suite:
         baselines=tuple(_strings(baselines, f"{where}: baselines")),
         datasets=tuple(_strings(data["datasets"], f"{where}: datasets")),
         policies=tuple(_strings(data["policies"], f"{where}: policies")),
-        seeds=tuple(_seeds(data["seeds"], f"{where}: seeds"))))
+        seeds=tuple(_seeds(data["seeds"], f"{where}: seeds")),
+        selections=tuple(_strings(data.get("selections", ["magnitude"]), f"{where}: selections")),
+        transfer=_transfer(data.get("transfer", {}), f"{where}: transfer")))
 
 
 def _validated(suite: Suite) -> Suite:
@@ -106,7 +126,7 @@ def _validated(suite: Suite) -> Suite:
         raise SuiteError(f"suite name {suite.name!r}: use letters, digits, '.', '_' and '-' only, not "
                          "starting with '.' (it names the store folder runs/NAME)")
     axes = (("baselines", "baseline", method_names()), ("datasets", "dataset", list(DATASETS)),
-            ("policies", "policy", list(POLICIES)))
+            ("policies", "policy", list(POLICIES)), ("selections", "selection", list(SELECTIONS)))
     for axis, noun, known in axes:
         values = getattr(suite, axis)
         if not values:
@@ -118,7 +138,21 @@ def _validated(suite: Suite) -> Suite:
         if len(set(values)) != len(values):
             raise SuiteError(f"suite {suite.name}: {axis} lists a value twice")
     _seeds(list(suite.seeds), f"suite {suite.name}: seeds")
+    for source, targets in suite.transfer:
+        if source not in suite.datasets:
+            raise SuiteError(f"suite {suite.name}: transfer from {source!r}, which is not searched "
+                             f"(datasets: {', '.join(suite.datasets)})")
+        for target in targets:
+            if target not in DATASETS or target == source:
+                raise SuiteError(f"suite {suite.name}: transfer {source} -> {target!r}: expected another "
+                                 f"known dataset ({', '.join(DATASETS)})")
     return suite
+
+
+def _transfer(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SuiteError(f"{where}: expected a mapping of searched dataset -> list of datasets")
+    return tuple((source, tuple(_strings(value[source], f"{where}: {source}"))) for source in value)
 
 
 def _strings(value: Any, where: str) -> list[str]:
@@ -145,12 +179,20 @@ def _suites_dir():
 @dataclass(frozen=True)
 class Trial:
     trial_id: str
-    phase: str  # "search" or "evaluate"
+    phase: str  # "search", "select" or "evaluate"
     baseline: str
-    dataset: str
+    dataset: str  # what the trial trains on: the searched dataset, or the evaluation's dataset
     seed: int
     policy: str | None = None
-    search_trial_id: str | None = None  # the search an evaluation trains the result of
+    search_trial_id: str | None = None  # the search a selection or an evaluation builds on
+    selection: str | None = None  # an evaluation's: "magnitude" or "perturbation"
+    selection_trial_id: str | None = None  # the selection a perturbation evaluation trains the result of
+    search_dataset: str | None = None  # an evaluation's searched dataset (another one: transfer)
+
+    @property
+    def depends_on(self) -> str | None:
+        """The trial that must be done before this one can start."""
+        return self.selection_trial_id or self.search_trial_id
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,14 +202,14 @@ class Trial:
 class Plan:
     suite: Suite
     protocol: Protocol
-    trials: tuple[Trial, ...]  # searches, then evaluations
+    trials: tuple[Trial, ...]  # searches, selections, then evaluations
 
     @property
     def searches(self) -> list[Trial]:
-        return [t for t in self.trials if t.phase == "search"]
+        return self.of_phase("search")
 
-    def evaluations_of(self, search_id: str) -> list[Trial]:
-        return [t for t in self.trials if t.search_trial_id == search_id]
+    def of_phase(self, phase: str) -> list[Trial]:
+        return [t for t in self.trials if t.phase == phase]
 
     def run_entry(self) -> dict[str, Any]:
         """How this plan was asked for; plan.json keeps one entry per distinct run."""
@@ -175,6 +217,10 @@ class Plan:
 
 
 def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
+    """One search per (baseline, dataset, seed); per search, one evaluation per policy, target dataset
+    and selection; per search and policy rule, one perturbation selection where the suite asks for it."""
+    from .select import selection_identity, selection_policy
+
     protocol = protocol or load_protocol(suite.preset)
     check_protocol_methods(protocol)
     evaluation = {k: v for k, v in protocol.to_dict().items() if k in ("evaluate", "speed")}
@@ -182,15 +228,38 @@ def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
     for baseline in suite.baselines:
         for dataset in suite.datasets:
             for seed in suite.seeds:
-                identity = search_identity(baseline, dataset, seed, protocol)
-                search_id = trial_id(f"search-{baseline}-{dataset}-s{seed}", identity)
+                name = f"{baseline}-{dataset}-s{seed}"
+                search_id = trial_id(f"search-{name}", search_identity(baseline, dataset, seed, protocol))
                 trials.append(Trial(search_id, "search", baseline, dataset, seed))
-                for policy in suite.policies:
-                    eval_id = trial_id(f"eval-{baseline}-{dataset}-s{seed}-{policy}", {
-                        "phase": "evaluate", "search_trial_id": search_id, "policy": policy,
-                        "dataset": dataset, "seed": seed, **evaluation})
-                    trials.append(Trial(eval_id, "evaluate", baseline, dataset, seed, policy, search_id))
-    trials.sort(key=lambda t: t.phase != "search")
+                selections: dict[str, str] = {}
+                if "perturbation" in suite.selections:
+                    for policy in suite.policies:
+                        rule = selection_policy(policy)
+                        if rule not in selections:
+                            selections[rule] = trial_id(f"select-{name}-{rule}",
+                                                        selection_identity(search_id, rule, protocol))
+                            trials.append(Trial(selections[rule], "select", baseline, dataset, seed, rule,
+                                                search_id))
+                for target in suite.targets(dataset):
+                    to = "" if target == dataset else f"-to-{target}"
+                    for policy in suite.policies:
+                        # The identity of a transductive magnitude evaluation is what it always was, so
+                        # stores planned before selections and transfer existed keep their ids.
+                        common = {"phase": "evaluate", "policy": policy, "dataset": target, "seed": seed,
+                                  **evaluation}
+                        if "magnitude" in suite.selections:
+                            eval_id = trial_id(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}",
+                                               {**common, "search_trial_id": search_id})
+                            trials.append(Trial(eval_id, "evaluate", baseline, target, seed, policy,
+                                                search_id, "magnitude", None, dataset))
+                        if "perturbation" in suite.selections:
+                            select_id = selections[selection_policy(policy)]
+                            eval_id = trial_id(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}-pt",
+                                               {**common, "selection_trial_id": select_id})
+                            trials.append(Trial(eval_id, "evaluate", baseline, target, seed, policy,
+                                                search_id, "perturbation", select_id, dataset))
+    order = {"search": 0, "select": 1, "evaluate": 2}
+    trials.sort(key=lambda t: order[t.phase])
     return Plan(suite, protocol, tuple(trials))
 
 

@@ -1,11 +1,12 @@
 """Typed, validated protocol settings (budgets, optimizers, precision) and their presets.
 
-A Protocol has three sections of settings and one of per-method overrides:
+A Protocol has four sections of settings and one of per-method overrides:
 
 * ``search``: the supernet search (defaults: the first-order DARTS protocol that every baseline of the LHD
   code shares, chaoji90/LHD `search/DARTS/train_search_darts.py`);
 * ``evaluate``: training a discretized network from scratch (defaults: the paper's evaluation protocol,
   upstream `eval/<dataset>/train.py`);
+* ``select``: architecture selection by perturbation (DARTS-PT) on a finished search's supernet;
 * ``speed``: how fast the engine may run (precision, memory format, compilation, determinism). These
   switches change no budget, optimizer or data setting;
 * ``methods``: per-method overrides of method hyperparameters, e.g. ``{"pcdarts": {"batch_size": 576}}``.
@@ -106,6 +107,22 @@ PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
+class SelectSettings:
+    """Architecture selection by perturbation (DARTS-PT, Wang et al., ICLR 2021; ruocwang/darts-pt
+    `sota/cnn/projection.py`), run on a finished search's supernet. The data and the supernet's size are
+    the search's; these say how the projection runs."""
+
+    interval: int = 5  # tuning epochs between two decisions (DARTS-PT's --proj_intv 5)
+    # DARTS-PT restarts the weights' SGD at a tenth of the search's learning rate and never anneals it.
+    weight_lr_factor: float = 0.1
+    measure_images: int | None = None  # arch-half images per accuracy measurement (smoke); None = all
+    steps_per_epoch: int | None = None  # cap on tuning steps per epoch (smoke); None = a full pass
+
+    def __post_init__(self) -> None:
+        _validate(self, "select")
+
+
+@dataclass(frozen=True)
 class SpeedSettings:
     """How fast the engine may run. None of these changes a budget, an optimizer or the data."""
 
@@ -119,9 +136,10 @@ class SpeedSettings:
         _validate(self, "speed")
 
 
-Section = SearchSettings | EvalSettings | SpeedSettings
+Section = SearchSettings | EvalSettings | SelectSettings | SpeedSettings
 
 SECTIONS: dict[str, type[Section]] = {"search": SearchSettings, "evaluate": EvalSettings,
+                                      "select": SelectSettings,
                                       "speed": SpeedSettings}
 TOP_LEVEL_KEYS = ("name", *SECTIONS, "methods")
 
@@ -133,6 +151,7 @@ class Protocol:
     name: str
     search: SearchSettings = field(default_factory=SearchSettings)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
+    select: SelectSettings = field(default_factory=SelectSettings)
     speed: SpeedSettings = field(default_factory=SpeedSettings)
     # Per-method overrides of method hyperparameters, e.g. {"pcdarts": {"batch_size": 576}}. Only the
     # shape (str -> mapping of JSON values) is checked here; the method registry checks the keys.
@@ -293,6 +312,10 @@ _RULES: dict[type, dict[str, Rule]] = {
         "best_after_epoch": _NON_NEGATIVE_INT, "max_train_images": _POSITIVE_OR_NONE,
         "max_test_images": _POSITIVE_OR_NONE, "steps_per_epoch": _POSITIVE_OR_NONE,
         "layers": _POSITIVE_OR_NONE, "init_channels": _POSITIVE_OR_NONE,
+    },
+    SelectSettings: {
+        "interval": _POSITIVE, "weight_lr_factor": number(0.0, low_open=True),
+        "measure_images": _POSITIVE_OR_NONE, "steps_per_epoch": _POSITIVE_OR_NONE,
     },
     SpeedSettings: {
         "precision": choice(*PRECISIONS), "channels_last": boolean, "compile": boolean,

@@ -88,15 +88,24 @@ def search_inputs(baseline: str, dataset: str, seed: int, settings: dict[str, An
 
 def evaluation_inputs(arch_sha256: str, policy: str, dataset: str, seed: int,
                       protocol: dict[str, Any]) -> dict[str, Any]:
-    """Everything that determines an evaluation's result in its folder."""
+    """Everything that determines an evaluation's result in its folder: the architecture (weights or a
+    genotype, by hash), the policy, the data and the evaluation and speed settings."""
     return {"phase": "evaluate", "arch_sha256": arch_sha256, "policy": policy, "dataset": dataset,
-            "seed": seed, "protocol": protocol}
+            "seed": seed, "evaluate": protocol.get("evaluate"), "speed": protocol.get("speed")}
+
+
+def selection_inputs(search_trial_id: str, policy: str, select: dict[str, Any],
+                     speed: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines a selection: its search (whose id covers the search's identity),
+    the policy rule it selects for, the selection and speed settings."""
+    return {"phase": "select", "search_trial_id": search_trial_id, "policy": policy, "select": select,
+            "speed": speed}
 
 
 class TrialRecord(_Strict):
     # What the trial is.
     trial_id: str | None = None  # set in a store; None for `lhdbench search` / `evaluate`
-    phase: Literal["search", "evaluate"]
+    phase: Literal["search", "select", "evaluate"]
     status: Literal["done", "failed"]
     reason: str | None = None  # why it failed; None when done
     baseline: str | None = None  # an evaluation outside a store has no baseline
@@ -104,6 +113,9 @@ class TrialRecord(_Strict):
     seed: Seed
     policy: str | None = None
     search_trial_id: str | None = None
+    selection: Literal["magnitude", "perturbation"] | None = None  # an evaluation's
+    selection_trial_id: str | None = None  # a perturbation evaluation's selection
+    search_dataset: str | None = None  # an evaluation's searched dataset (another one: transfer)
     protocol: dict[str, Any]  # the whole protocol (Protocol.to_dict()); its `name` names it
     # Store bookkeeping.
     attempts: Count = 0
@@ -122,6 +134,8 @@ class TrialRecord(_Strict):
     # A search's exported weights after every epoch: {"epoch", "normal", "reduce", "normal_output",
     # "reduce_output"} (5 significant digits), to show how the architecture evolved.
     arch_history: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = []  # a selection's decisions, each with its measurements
+    measurements: Count | None = None  # a selection's accuracy measurements (full arch-half passes)
     arch_half_acc: Fraction | None = None
     final_test_acc: Fraction | None = None
     best_test_acc: Fraction | None = None
@@ -152,17 +166,20 @@ class TrialRecord(_Strict):
         name = self.protocol.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError("protocol: needs a non-empty `name`")
-        if self.phase == "evaluate" and not self.policy:
-            raise ValueError("policy: an evaluation needs its policy")
+        if self.phase in ("evaluate", "select") and not self.policy:
+            raise ValueError(f"policy: a {self.phase} trial needs its policy")
+        if self.phase == "select" and not self.search_trial_id:
+            raise ValueError("search_trial_id: a selection needs its search")
         if self.status == "failed":
             if not self.reason:
                 raise ValueError("reason: a failed trial needs its reason")
             return self
         if self.reason is not None:
             raise ValueError("reason: a done trial has no failure reason")
-        needed = ["wall_time_s", "epochs", "settings"] + (
-            ["arch_file", "hparams"] if self.phase == "search"
-            else ["final_test_acc", "params", "best_after_epoch", "genotype", "arch_sha256"])
+        needed = ["wall_time_s", "epochs", "settings"] + {
+            "search": ["arch_file", "hparams"], "select": ["genotype", "measurements"],
+            "evaluate": ["final_test_acc", "params", "best_after_epoch", "genotype", "arch_sha256"],
+        }[self.phase]
         missing = [key for key in needed if getattr(self, key) is None]
         if missing:
             raise ValueError(f"{missing[0]}: a done {self.phase} trial needs it")
@@ -203,6 +220,9 @@ class TrialRecord(_Strict):
         if self.phase == "search":
             return search_inputs(self.baseline, self.dataset, self.seed, self.settings, self.hparams,
                                  self.protocol.get("speed"))
+        if self.phase == "select":
+            return selection_inputs(self.search_trial_id, self.policy, self.protocol.get("select"),
+                                    self.protocol.get("speed"))
         return evaluation_inputs(self.arch_sha256, self.policy, self.dataset, self.seed, self.protocol)
 
     @property

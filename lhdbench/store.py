@@ -236,6 +236,6 @@ def _plan_problem(plan: Any) -> str | None:
         missing = [k for k in TRIAL_KEYS if k not in entry]
         if missing:
             return f"trial {trial_id!r} lacks {missing[0]!r}"
-        if entry["phase"] not in ("search", "evaluate") or not isinstance(entry["protocol"], str):
+        if entry["phase"] not in ("search", "select", "evaluate") or not isinstance(entry["protocol"], str):
             return f"trial {trial_id!r} has a bad phase or protocol"
     return None

@@ -43,7 +43,7 @@ def test_every_preset_loads_and_round_trips_exactly(name):
     protocol = load_protocol(name)
     assert protocol.name == name
     data = protocol.to_dict()
-    assert list(data) == ["name", "search", "evaluate", "speed", "methods"]
+    assert list(data) == ["name", "search", "evaluate", "select", "speed", "methods"]
     assert protocol_from_dict(data) == protocol
     assert protocol_from_dict(json.loads(json.dumps(data))) == protocol  # JSON-able, floats exact
     assert json.dumps(protocol.to_dict()) == json.dumps(data)  # stable key order
@@ -108,7 +108,7 @@ def test_smoke_preset_is_tiny_and_its_metric_is_defined():
 
 def test_unknown_section_names_it_and_the_known_sections():
     message = raises_one_line(r"^serch: unknown section", protocol_from_dict, {"serch": {}})
-    assert "search, evaluate, speed, methods" in message
+    assert "search, evaluate, select, speed, methods" in message
 
 
 def test_unknown_key_names_the_dotted_key_and_the_known_keys():

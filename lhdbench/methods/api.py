@@ -84,6 +84,11 @@ class SearchMethod:
     # How each hyperparameter is checked (the rules of `lhdbench.rules`, e.g. `integer(1)`); one without
     # a rule here is checked by its default's type (a bool takes bools, a float finite numbers, ...).
     rules: ClassVar[Mapping[str, Rule]] = {}
+    # Named sets of defaults, chosen by one key: {key: {choice: {setting: value}}}, e.g. SP-DARTS's
+    # `constants: lhd | authors`. `defaults[key]` names the default choice. Later wins: the protocol's
+    # search section, `defaults`, the chosen set, then the protocol's `methods.<name>` keys. The key
+    # itself is not a hyperparameter: a search is identified by the values the set gives.
+    presets: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     # False for methods that use the whole training set for one loss (no weight/arch split).
     bilevel: ClassVar[bool] = True
     # False for methods that need neither data nor training (random).
@@ -150,7 +155,8 @@ class SearchMethod:
         with torch.no_grad():
             normal = supernet.cell_weights(False, self.export_temperature())
             reduce = supernet.cell_weights(True, self.export_temperature())
-        arrays = [t.detach().float().cpu().numpy() for t in (*normal, *reduce)]
+        arrays = [t.detach().float().cpu().numpy()
+                  for t in (normal.nodes, normal.outputs, reduce.nodes, reduce.outputs)]
         return ArchWeights(arrays[0], arrays[2], arrays[1], arrays[3],
                            metadata={"method": self.name, "export_temperature": self.export_temperature()})
 

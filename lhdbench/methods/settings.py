@@ -13,13 +13,14 @@ from typing import Any
 
 from ..protocol import Protocol, SearchSettings
 from ..rules import ProtocolError, rule_for
+from ..rules import choice as choice_rule
 from .api import SearchMethod
 
 SEARCH_FIELDS = frozenset(f.name for f in dataclasses.fields(SearchSettings))
 
 
 def _hparam_names(cls: type[SearchMethod]) -> set[str]:
-    return set(cls.defaults) - SEARCH_FIELDS
+    return set(cls.defaults) - SEARCH_FIELDS - set(cls.presets)
 
 
 def _check_hparams(cls: type[SearchMethod], values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -31,14 +32,25 @@ def _check_hparams(cls: type[SearchMethod], values: dict[str, Any], where: str) 
 
 
 def check_defaults(cls: type[SearchMethod]) -> None:
-    """A method's own declarations, checked when it registers: every rule belongs to a hyperparameter
-    and every default passes its rule."""
+    """A method's own declarations, checked when it registers: every rule belongs to a hyperparameter,
+    every default passes its rule, and every preset names a default choice and sets known keys to
+    values that pass."""
     stray = sorted(set(cls.rules) - _hparam_names(cls))
     if stray:
         raise ValueError(f"search method {cls.name!r}: a rule for {stray[0]!r}, which has no default")
     try:
         _check_hparams(cls, {k: cls.defaults[k] for k in _hparam_names(cls)}, f"{cls.name}.defaults")
         SearchSettings(**{k: v for k, v in cls.defaults.items() if k in SEARCH_FIELDS})
+        for key, choices in cls.presets.items():
+            if cls.defaults.get(key) not in choices:
+                raise ProtocolError(f"{cls.name}.defaults.{key}: must name one of the presets "
+                                    f"({', '.join(choices)})")
+            for choice, values in choices.items():
+                unknown = sorted(set(values) - _hparam_names(cls) - SEARCH_FIELDS)
+                if unknown:
+                    raise ProtocolError(f"{cls.name}.presets.{key}.{choice}: unknown key {unknown[0]!r}")
+                _check_hparams(cls, {k: v for k, v in values.items() if k not in SEARCH_FIELDS},
+                               f"{cls.name}.presets.{key}.{choice}")
     except ProtocolError as error:
         raise ValueError(f"search method {cls.name!r}: {error}") from None
 
@@ -50,7 +62,11 @@ def resolve_settings(cls: type[SearchMethod], protocol: Protocol) -> tuple[Searc
     if unknown:
         known = sorted(set(cls.defaults) | SEARCH_FIELDS)
         raise ProtocolError(f"methods.{cls.name}.{unknown[0]}: unknown key (known: {', '.join(known)})")
-    merged = {**cls.defaults, **overrides}
+    merged = {k: v for k, v in cls.defaults.items() if k not in cls.presets}
+    for key, choices in cls.presets.items():
+        choice = choice_rule(*choices)(f"methods.{cls.name}.{key}", overrides.pop(key, cls.defaults[key]))
+        merged.update(choices[choice])
+    merged.update(overrides)
     hparams = _check_hparams(cls, {k: v for k, v in merged.items() if k not in SEARCH_FIELDS},
                              f"methods.{cls.name}")
     settings_overrides = {k: v for k, v in merged.items() if k in SEARCH_FIELDS}

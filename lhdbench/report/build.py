@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..files import atomic_write_bytes
 from . import plots, render
-from .load import ReportError, Trials, load_trials
+from .load import ReportError, Trials, file_label, load_trials
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
 from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix
@@ -103,7 +103,8 @@ def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[st
         for dataset, policies in report.datasets.items():
             figure = plots.accuracy_plot(evals, report.cells, report.order, dataset, policies,
                                          report.metric_short)
-            written[f"accuracy_{dataset}"] = plots.save(figure, folder / f"accuracy_{dataset}", formats)
+            name = f"accuracy_{file_label(dataset)}"
+            written[name] = plots.save(figure, folder / name, formats)
         if len(report.conditions) >= 2:
             written["kendall"] = plots.save(plots.kendall_heatmap(report.kendall_matrix),
                                             folder / "kendall", formats)

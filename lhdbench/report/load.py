@@ -20,9 +20,15 @@ DATASET_ORDER = ("cifar10", "cifar100", "svhn", "digits")
 POLICY_ORDER = ("base", "1m", "3ops", "4out")
 DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100", "svhn": "SVHN"}
 
+# For an evaluation, `dataset` and `policy` name its condition (`dataset/policy` is the condition):
+# `dataset` is the condition's dataset label (the evaluated dataset, `searched>evaluated` for a transfer
+# condition) and `policy` carries the selection (`base`, or `base/pt` for a perturbation selection).
+# `eval_dataset`, `search_dataset`, `selection` and `rule` keep the plain values.
 TRIAL_COLUMNS = ("trial_id", "phase", "baseline", "dataset", "policy", "seed", "protocol", "status",
                  "reason", "value", "params", "best_after_epoch", "hours", "unit", "device_name",
-                 "lhdbench", "search_trial_id")
+                 "lhdbench", "search_trial_id", "eval_dataset", "search_dataset", "selection", "rule")
+SELECTION_SUFFIX = {"magnitude": "", "perturbation": "/pt"}
+TRANSFER = ">"
 
 
 class ReportError(ValueError):
@@ -46,20 +52,51 @@ def ordered(values: Any, order: tuple[str, ...]) -> list[str]:
 
 
 def dataset_order(values: Any) -> list[str]:
-    return ordered(values, DATASET_ORDER)
+    """Datasets in paper order, each followed by its transfer labels (`cifar10>svhn`)."""
+    values = set(values)
+    plain = ordered({v.split(TRANSFER)[0] for v in values}, DATASET_ORDER)
+    out = []
+    for source in plain:
+        if source in values:
+            out.append(source)
+        targets = {v.split(TRANSFER, 1)[1] for v in values if v.startswith(source + TRANSFER)}
+        out += [f"{source}{TRANSFER}{t}" for t in ordered(targets, DATASET_ORDER)]
+    return out
 
 
 def policy_order(values: Any) -> list[str]:
-    return ordered(values, POLICY_ORDER)
+    """Policies in paper order, magnitude selections first, then each selection's variants."""
+    values = set(values)
+    out = []
+    for suffix in SELECTION_SUFFIX.values():
+        group = {v[: len(v) - len(suffix)] if suffix else v for v in values
+                 if (v.endswith(suffix) if suffix else "/" not in v)}
+        out += [p + suffix for p in ordered(group, POLICY_ORDER)]
+    return out + sorted(values - set(out))
 
 
 def condition_name(dataset: str, policy: str) -> str:
     return f"{dataset}/{policy}"
 
 
+def condition_labels(eval_dataset: str, search_dataset: str | None, policy: str,
+                     selection: str | None) -> tuple[str, str]:
+    """(dataset label, policy label) of an evaluation's condition."""
+    dataset = eval_dataset if not search_dataset or search_dataset == eval_dataset else (
+        f"{search_dataset}{TRANSFER}{eval_dataset}")
+    return dataset, policy + SELECTION_SUFFIX.get(selection or "magnitude", f"/{selection}")
+
+
+def file_label(dataset: str) -> str:
+    """A dataset label as part of a file name (`cifar10>svhn` -> `cifar10-to-svhn`)."""
+    return dataset.replace(TRANSFER, "-to-")
+
+
 def short_condition(condition: str) -> str:
+    """`C10 base`, `C10 base pt`, `C10>SVHN base`."""
     dataset, policy = condition.split("/", 1)
-    return f"{DATASET_SHORT.get(dataset, dataset)} {policy}"
+    short = TRANSFER.join(DATASET_SHORT.get(d, d) for d in dataset.split(TRANSFER))
+    return f"{short} {policy.replace('/', ' ')}"
 
 
 def _protocol_name(value: Any) -> str | None:
@@ -84,9 +121,16 @@ def _number(value: Any) -> float:
 def _row(record: TrialRecord, metric: str) -> dict[str, Any]:
     hours, unit = _hours(record)
     environment = record.environment
+    dataset, policy = record.dataset, record.policy if record.phase == "select" else None
+    if record.phase == "evaluate":
+        dataset, policy = condition_labels(record.dataset, record.search_dataset, record.policy,
+                                           record.selection)
     return {
+        "eval_dataset": record.dataset if record.phase == "evaluate" else None,
+        "search_dataset": record.search_dataset or record.dataset, "selection": record.selection,
+        "rule": record.policy,
         "trial_id": record.trial_id, "phase": record.phase, "baseline": record.baseline,
-        "dataset": record.dataset, "policy": record.policy if record.phase == "evaluate" else None,
+        "dataset": dataset, "policy": policy,
         "seed": record.seed, "protocol": record.protocol_name, "status": record.status,
         "reason": record.reason, "value": _number(getattr(record, METRICS[metric])),
         "params": _number(record.params), "best_after_epoch": _number(record.best_after_epoch),
@@ -118,17 +162,25 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     for trial_id, entry in sorted(planned.items()):
         if trial_id in rows:
             continue
-        search = rows.get(entry.get("search_trial_id") or "")
-        search_failed = search is not None and search["status"] == "failed"
+        needed = rows.get(entry.get("selection_trial_id") or entry.get("search_trial_id") or "")
+        blocked = needed is not None and needed["status"] == "failed"
+        dataset, policy = entry.get("dataset"), entry.get("policy")
+        if entry.get("phase") == "evaluate":
+            dataset, policy = condition_labels(dataset, entry.get("search_dataset"), policy,
+                                               entry.get("selection"))
+        what = "selection" if entry.get("selection_trial_id") else "search"
         rows[trial_id] = {
             "trial_id": trial_id, "phase": entry.get("phase"), "baseline": entry.get("baseline"),
-            "dataset": entry.get("dataset"), "policy": entry.get("policy"), "seed": entry.get("seed"),
+            "dataset": dataset, "policy": policy, "seed": entry.get("seed"),
             "protocol": _protocol_name(entry.get("protocol")),
-            # An evaluation whose search failed can never run: it counts as failed, not as pending.
-            "status": "failed" if search_failed else "missing",
-            "reason": "its search failed" if search_failed else None, "value": math.nan,
+            # A trial whose dependency failed can never run: it counts as failed, not as pending.
+            "status": "failed" if blocked else "missing",
+            "reason": f"its {what} failed" if blocked else None, "value": math.nan,
             "params": math.nan, "best_after_epoch": math.nan, "hours": math.nan, "unit": None,
-            "device_name": None, "lhdbench": None, "search_trial_id": entry.get("search_trial_id")}
+            "device_name": None, "lhdbench": None, "search_trial_id": entry.get("search_trial_id"),
+            "eval_dataset": entry.get("dataset") if entry.get("phase") == "evaluate" else None,
+            "search_dataset": entry.get("search_dataset") or entry.get("dataset"),
+            "selection": entry.get("selection"), "rule": entry.get("policy")}
 
     known = sorted({r["protocol"] for r in rows.values() if r["protocol"]})
     if protocol is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..files import atomic_write_bytes
-from .load import DATASET_SHORT, condition_name, dataset_order, short_condition
+from .load import DATASET_SHORT, condition_name, dataset_order, file_label, short_condition
 from .tables import COMPARE_DECIMALS
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def accuracy_tables(report: Report) -> list[Table]:
         rows = [[Cell(b)] + [accuracy_cell(lookup.get((b, c))) for c in columns] for b in report.order]
         no_value = report.cells.loc[report.cells["dataset"] == dataset, "no_value"].sum() > 0
         tables.append(Table(
-            f"accuracy_{dataset}",
+            f"accuracy_{file_label(dataset)}",
             f"{dataset}, protocol {report.trials.protocol}: {report.metric_label} (%), mean \u00b1 sample "
             "std over the done seeds; n = seeds with a result. Bold: best mean in the column. "
             "'failed k/m' and 'missing k/m' count the cell's trials that failed or have not run: they are "
@@ -154,24 +154,29 @@ def cost_table(report: Report) -> Table:
     both = len(units) > 1
     unit = "hours" if both else f"{next(iter(units), 'GPU')}-hours"
     datasets = dataset_order(set(cost["dataset"]))
+    selections = (report.trials.frame["phase"] == "select").any()
+    phases = ("search", "select", "eval") if selections else ("search", "eval")
     rows = []
     for baseline in report.order:
         mine = cost[cost["baseline"] == baseline]
         row = [Cell(baseline)]
         for dataset in datasets:
             here = mine[mine["dataset"] == dataset]
-            for phase in ("search", "eval"):
+            for phase in phases:
                 row.append(_cost_cell(float(here[f"{phase}_gpu_hours"].sum()),
                                       float(here[f"{phase}_cpu_hours"].sum()), both) if len(here)
                            else Cell(NONE))
-        row.append(_cost_cell(float(mine[["search_gpu_hours", "eval_gpu_hours"]].to_numpy().sum()),
-                              float(mine[["search_cpu_hours", "eval_cpu_hours"]].to_numpy().sum()), both))
+        row.append(_cost_cell(float(mine[[f"{p}_gpu_hours" for p in phases]].to_numpy().sum()),
+                              float(mine[[f"{p}_cpu_hours" for p in phases]].to_numpy().sum()), both))
         rows.append(row)
     header = ["baseline"] + [f"{DATASET_SHORT.get(d, d)} {p}" for d in datasets
-                             for p in ("search", "eval")] + ["total"]
+                             for p in phases] + ["total"]
     return Table("cost", f"Cost in {unit} (GPU-hours: wall time x the trial's GPU fraction; CPU-hours: "
-                 "wall time x its CPUs), every recorded trial counted, failed ones included; search per "
-                 "dataset over the seeds, evaluation over the policies and seeds.", header, rows)
+                 "wall time x its CPUs), every recorded trial counted, failed ones included; per searched "
+                 "dataset: the searches over the seeds" + (", the perturbation selections" if selections
+                                                            else "")
+                 + ", and the evaluations over the policies and seeds (transfer ones included).",
+                 header, rows)
 
 
 def friedman_table(report: Report) -> Table:

@@ -13,7 +13,8 @@ from .load import Trials, condition_name, dataset_order, policy_order
 CELL_COLUMNS = ("baseline", "dataset", "policy", "condition", "trials", "done", "failed", "missing",
                 "no_value", "mean", "std", "params", "eval_gpu_hours", "eval_cpu_hours", "best")
 COST_COLUMNS = ("baseline", "dataset", "search_trials", "search_failed", "search_gpu_hours",
-                "search_cpu_hours", "eval_gpu_hours", "eval_cpu_hours")
+                "search_cpu_hours", "select_gpu_hours", "select_cpu_hours", "eval_gpu_hours",
+                "eval_cpu_hours")
 
 # Means (of accuracies, and of ranks) are compared after rounding far below any meaningful difference,
 # so that two equal sets of values summed in a different order still tie exactly.
@@ -84,20 +85,25 @@ def accuracy_matrix(cells: pd.DataFrame, baseline_names: list[str], condition_na
 
 
 def cost_table(trials: Trials) -> pd.DataFrame:
-    """Hours spent per (baseline, dataset), failed trials included: they used the hardware too."""
+    """Hours spent per (baseline, searched dataset): its searches, the selections and evaluations of
+    what they found (transfer evaluations included), failed trials included: they used the hardware
+    too."""
     frame = trials.frame
     names = baselines(trials)
     rows = []
-    for dataset in dataset_order(set(frame["dataset"].dropna())):
+    for dataset in dataset_order(set(frame["search_dataset"].dropna())):
         for baseline in names:
-            group = frame[(frame["baseline"] == baseline) & (frame["dataset"] == dataset)]
+            group = frame[(frame["baseline"] == baseline) & (frame["search_dataset"] == dataset)]
             if group.empty:
                 continue
             search = group[group["phase"] == "search"]
+            select = group[group["phase"] == "select"]
             ev = group[group["phase"] == "evaluate"]
             rows.append({"baseline": baseline, "dataset": dataset, "search_trials": len(search),
                          "search_failed": int((search["status"] == "failed").sum()),
                          "search_gpu_hours": _sum_hours(search, "GPU"),
                          "search_cpu_hours": _sum_hours(search, "CPU"),
+                         "select_gpu_hours": _sum_hours(select, "GPU"),
+                         "select_cpu_hours": _sum_hours(select, "CPU"),
                          "eval_gpu_hours": _sum_hours(ev, "GPU"), "eval_cpu_hours": _sum_hours(ev, "CPU")})
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))

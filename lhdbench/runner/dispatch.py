@@ -12,14 +12,15 @@ from ..store import Store
 
 @dataclass
 class Dispatch:
-    """The run's bookkeeping. A failed search fails its evaluations with a reason that names it (they
-    are run again when a rerun's search succeeds). Built from the store's valid records only, so a
-    record file that does not validate never counts as done."""
+    """The run's bookkeeping. A trial that fails for good fails every trial that needs it (a search's
+    selections and evaluations, a selection's evaluations) with a reason that names it; they are run
+    again when a rerun's dependency succeeds. Built from the store's valid records only, so a record
+    file that does not validate never counts as done."""
 
     plan: Plan
     store: Store
     ready: deque[Trial] = field(default_factory=deque)
-    waiting: dict[str, list[Trial]] = field(default_factory=dict)
+    waiting: dict[str, list[Trial]] = field(default_factory=dict)  # by the trial they wait for
     running: dict[str, Trial] = field(default_factory=dict)  # in the order they started
     counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "failed": 0})
     skipped: int = 0  # done before this run
@@ -31,13 +32,11 @@ class Dispatch:
         for trial in self.plan.trials:
             if trial.trial_id in done:
                 continue
-            if trial.phase == "search" or trial.search_trial_id in done:
+            if trial.depends_on is None or trial.depends_on in done:
                 self.ready.append(trial)
             else:
-                self.waiting.setdefault(trial.search_trial_id, []).append(trial)
-        # The longest work first (evaluations train for far more epochs than searches run), which
-        # shortens the whole run; searches are next so that they unlock more evaluations.
-        self.ready = deque(sorted(self.ready, key=lambda t: t.phase == "search"))
+                self.waiting.setdefault(trial.depends_on, []).append(trial)
+        self.ready = deque(sorted(self.ready, key=lambda t: START_ORDER[t.phase]))
 
     @property
     def to_run(self) -> int:
@@ -58,11 +57,23 @@ class Dispatch:
         unlocked = self.waiting.pop(trial.trial_id, [])
         if record.status == "done":
             self.counts["done"] += 1
-            self.ready.extendleft(reversed(unlocked))
+            # Unlocked work goes to the front, the longest first (the same order as at the start).
+            self.ready.extendleft(reversed(sorted(unlocked, key=lambda t: START_ORDER[t.phase])))
             return
         self.counts["failed"] += 1
-        for evaluation in unlocked:
+        self._fail_dependants(trial, unlocked)
+
+    def _fail_dependants(self, failed: Trial, dependants: list[Trial]) -> None:
+        for trial in dependants:
+            what = {"search": "search", "select": "selection"}.get(failed.phase, "dependency")
             self.store.write_record(TrialRecord.failed(
-                f"not run: its search {trial.trial_id} failed", **evaluation.to_dict(),
-                protocol=self.plan.protocol.to_dict(), attempts=self.store.attempts(evaluation.trial_id)))
+                f"not run: its {what} {failed.trial_id} failed", **trial.to_dict(),
+                protocol=self.plan.protocol.to_dict(), attempts=self.store.attempts(trial.trial_id)))
             self.counts["failed"] += 1
+            self._fail_dependants(trial, self.waiting.pop(trial.trial_id, []))
+
+
+# The longest work first (evaluations train for far more epochs than searches run, selections tune for
+# about half a search), which shortens the whole run; searches last among the ready ones, but a search
+# that finishes puts what it unlocks at the front.
+START_ORDER = {"evaluate": 0, "select": 1, "search": 2}

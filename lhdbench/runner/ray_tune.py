@@ -58,9 +58,13 @@ class RayExecutor:
                 check_cluster(self.address)
                 ray.init(address=self.address, **kwargs)
                 self.joined = True
-        cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
-        self.resources = trial_resources(plan, options, cluster_gpus, _visible_gpu_memory_gb(),
-                                         local=self.address is None)
+        try:
+            cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
+            self.resources = trial_resources(plan, options, cluster_gpus, _visible_gpu_memory_gb(),
+                                             local=self.address is None)
+        except BaseException:
+            self.close()  # a refused request must not leave the instance (or its folder) behind
+            raise
         if cluster_gpus == 0 and any(r.gpu for r in self.resources.values()):
             print("lhdbench: the cluster has no GPU at the moment; the trials wait for GPU nodes to join "
                   "(an autoscaling cluster adds them for the pending trials)", file=sys.stderr)

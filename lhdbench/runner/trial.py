@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from ..engine import RECORD_FILE, TrialFailed, one_line_reason
+from ..engine import RECORD_FILE, TrialFailed, TrialMismatch, one_line_reason
 from ..files import is_storage_failure
 from ..plan import Trial
 from ..record import InvalidRecord, Resources, TrialRecord, Worker, read_record
@@ -46,8 +46,14 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
         try:
-            record = _run_phase(trial, protocol_from_dict(protocol, name=protocol["name"]), store,
-                                data_root, device)
+            parsed = protocol_from_dict(protocol, name=protocol["name"])
+            try:
+                record = _run_phase(trial, parsed, store, data_root, device)
+            except TrialMismatch as mismatch:
+                # The trial id pins what the trial is, so a folder that disagrees was written by
+                # another version of lhdbench: set its files aside and start the trial over.
+                _set_aside_folder(store, trial.trial_id, mismatch)
+                record = _run_phase(trial, parsed, store, data_root, device)
         except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
             if is_storage_failure(error):
                 raise  # the storage, not the trial: the run stops (see the executors)
@@ -69,18 +75,52 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
 
         return run_search(trial.baseline, trial.dataset, trial.seed, protocol, out, device=device,
                           data_root=data_root, progress=False)
-    from ..evaluate import run_evaluation
-    from ..search import ARCH_FILE
     from ..space import get_policy
-    from ..space.arch_weights import load_arch_weights
 
-    search = store.read_record(trial.search_trial_id)
-    if search is None or search.status != "done":
-        raise TrialFailed(f"its search {trial.search_trial_id} has not finished")
-    arch = store.trial_dir(trial.search_trial_id) / ARCH_FILE
-    return run_evaluation(load_arch_weights(arch), get_policy(trial.policy), trial.dataset, trial.seed,
-                          protocol, out, device=device, data_root=data_root, progress=False,
-                          arch_file=str(arch))
+    search = _finished(store, trial.search_trial_id, "search")
+    search_dir = store.trial_dir(trial.search_trial_id)
+    if trial.phase == "select":
+        from ..select import run_selection
+
+        return run_selection(search, search_dir, trial.search_trial_id, get_policy(trial.policy), protocol,
+                             out, device=device, data_root=data_root)
+    from ..evaluate import run_evaluation
+
+    if trial.selection == "perturbation":
+        from ..select import GENOTYPE_FILE
+        from ..space import Genotype
+
+        _finished(store, trial.selection_trial_id, "selection")
+        source = store.trial_dir(trial.selection_trial_id) / GENOTYPE_FILE
+        architecture = Genotype.from_json(source.read_text())
+    else:
+        from ..search import ARCH_FILE
+        from ..space.arch_weights import load_arch_weights
+
+        source = search_dir / ARCH_FILE
+        architecture = load_arch_weights(source)
+    return run_evaluation(architecture, get_policy(trial.policy), trial.dataset, trial.seed, protocol, out,
+                          device=device, data_root=data_root, progress=False, arch_file=str(source))
+
+
+def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:
+    record = store.read_record(trial_id) if trial_id else None
+    if record is None or record.status != "done":
+        raise TrialFailed(f"its {what} {trial_id} has not finished")
+    return record
+
+
+def _set_aside_folder(store: Store, trial_id: str, why: Exception) -> None:
+    import sys
+
+    from ..checkpoint import CHECKPOINT_NAME
+    from ..files import move_aside
+
+    folder = store.trial_dir(trial_id)
+    for name in (RECORD_FILE, CHECKPOINT_NAME):
+        if (folder / name).exists():
+            move_aside(folder / name, ".other")
+    print(f"lhdbench: {' '.join(str(why).split())}; set aside, {trial_id} starts over", file=sys.stderr)
 
 
 def _failed_record(store: Store, trial: Trial, protocol: dict[str, Any], reason: str) -> TrialRecord:

@@ -110,4 +110,6 @@ class FusedSearchCell(nn.Module):
             gated.append(weights.outputs[1, node] * value)
             if node + 2 < len(self.groups):
                 feed(node + 2, gated[-1])
+        if weights.concat_mask is not None:  # see CellWeights: the concat slots only
+            gated = [m * g for m, g in zip(weights.concat_mask, gated, strict=True)]
         return sum_out, torch.cat(gated, dim=1)

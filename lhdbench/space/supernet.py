@@ -21,10 +21,15 @@ from .ops import PRIMITIVES, ReLUConvBN, build_op
 
 
 class CellWeights(NamedTuple):
-    """Op weights for one cell: `nodes` (20, 7) and `outputs` (2, 5; row 0 sum, row 1 gates)."""
+    """Op weights for one cell: `nodes` (20, 7) and `outputs` (2, 5; row 0 sum, row 1 gates).
+
+    `concat_mask` (5,), when given, scales each node's slot in the concatenated output only, leaving
+    the gated node as later nodes read it: what removing a node from the concat set does to the
+    discretized cell (architecture selection by perturbation masks it this way)."""
 
     nodes: torch.Tensor
     outputs: torch.Tensor
+    concat_mask: torch.Tensor | None = None
 
 
 def joint_node_softmax(alphas: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -86,7 +91,13 @@ class SearchCell(nn.Module):
             # including its later uses as an input, as in upstream `search/concate_sum_five_sig.py`.
             sum_out = sum_out + weights.outputs[0, node] * node_value
             states.append(weights.outputs[1, node] * node_value)
-        return sum_out, torch.cat(states[2:], dim=1)
+        return sum_out, torch.cat(concat_slots(states[2:], weights.concat_mask), dim=1)
+
+
+def concat_slots(gated: list[torch.Tensor], mask: torch.Tensor | None) -> list[torch.Tensor]:
+    if mask is None:
+        return gated
+    return [m * g for m, g in zip(mask, gated, strict=True)]
 
 
 def reduction_cells(layers: int) -> tuple[int, int]:
