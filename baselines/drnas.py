@@ -87,6 +87,7 @@ class DrNas(SearchMethod):
         with torch.no_grad():
             normal = dirichlet_mean_weights(supernet.alphas_normal, supernet.alphas_normal_output)
             reduce = dirichlet_mean_weights(supernet.alphas_reduce, supernet.alphas_reduce_output)
-        arrays = [t.detach().float().cpu().numpy() for t in (*normal, *reduce)]
+        arrays = [t.detach().float().cpu().numpy()
+                  for t in (normal.nodes, normal.outputs, reduce.nodes, reduce.outputs)]
         return ArchWeights(arrays[0], arrays[2], arrays[1], arrays[3],
                            metadata={"method": self.name, "export": "dirichlet_mean"})

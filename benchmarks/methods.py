@@ -41,6 +41,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int, cpu_batch:
     torch.manual_seed(0)
     method = cls(settings, hparams)
     net = engine.prepare_model(method.build_supernet(10), protocol.speed, device)
+    method.supernet = net  # as the search loop sets it (EDD-DARTS measures its entropy from it)
     weight_opt, arch_opt = method.configure_optimizers(net)
     forward = engine.maybe_compile(_MethodForward(method, net), protocol.speed, cls.static_graph)
     ctx = SearchContext(net, forward, weight_opt, arch_opt, settings, engine.autocast(protocol.speed, device))

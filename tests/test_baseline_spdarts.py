@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import smoke_search_moving_every_arch_parameter
+from lhdbench.baselines.spdarts import AUTHORS_CONSTANTS
 
 from lhdbench.methods import SearchContext, get_method, resolve_settings
 from lhdbench.protocol import ProtocolError, load_protocol
@@ -145,3 +146,62 @@ def test_smoke_search_completes_with_constant_lr_and_moves_the_architecture(tmp_
     record, weights, _ = smoke_search_moving_every_arch_parameter("spdarts", SMOKE, tmp_path)
     assert {h["lr"] for h in record.history} == {0.025}
     assert weights.metadata["method"] == "spdarts" and weights.metadata["export_temperature"] == 0.0015
+
+
+# --- the authors' DARTS-space constants (chaoji90/SP-DARTS `SP-DARTS/train_search_mf.py`) -------------
+
+def test_authors_constants_are_four_constants_chosen_by_one_key():
+    assert AUTHORS_CONSTANTS == {"warmup_epochs": 1, "small_temperature": 0.001, "infer_temperature": 0.0001,
+                                 "weight_lr": 0.05, "weight_lr_min": 0.05}
+    # The key picks the set; the same values given one by one make the same method, and so the same
+    # search (the key is not a hyperparameter of its own).
+    cls = get_method("spdarts")
+
+    def resolved(**keys):
+        return resolve_settings(cls, SMOKE.replace(methods={"spdarts": keys}))
+
+    by_key, by_values = resolved(constants="authors"), resolved(**AUTHORS_CONSTANTS)
+    assert by_key == by_values and "constants" not in by_key[1]
+    assert resolved(constants="lhd") == resolve_settings(cls, SMOKE)
+    with pytest.raises(ProtocolError, match="methods.spdarts.constants: expected one of lhd, authors"):
+        make_method(50, constants="paper")
+    method = make_method(50, constants="authors")
+    s = method.settings
+    assert s.weight_lr == s.weight_lr_min == 0.05  # constant 0.05
+    assert s.batch_size == SMOKE.search.batch_size and s.arch_lr == 3e-4  # the rest is the protocol's
+    assert method.warmup == 1 and method.hparams["scale_warmup"] and method.hparams["warmup_factor"] == 10.0
+    assert method.export_temperature() == 0.001 and method.infer_temperature == 0.0001
+    # the warm-up is scaled like the LHD one: 1 of 50 epochs, 0 of the smoke protocol's 2, 1 of 25
+    assert [make_method(e, **AUTHORS_CONSTANTS).warmup for e in (2, 25, 100)] == [0, 1, 2]
+    assert make_method(2, **AUTHORS_CONSTANTS, scale_warmup=False).warmup == 1
+
+
+def test_f6_authors_schedule_t10_in_epoch_0_then_c_is_e_over_49():
+    torch.manual_seed(3)
+    method = make_method(50, constants="authors")
+    method.on_epoch_start(0)
+    assert method.schedule(0) == (10.0, 10.0, 0.0)
+    assert {method.draw_temperature() for _ in range(100)} == {10.0}
+    for epoch in range(1, 50):
+        assert method.schedule(epoch) == (0.001, pytest.approx(0.01), pytest.approx(epoch / 49))
+    method.on_epoch_start(25)
+    assert sorted({method.draw_temperature() for _ in range(200)}) == [0.001, pytest.approx(0.01)]
+    method.on_epoch_start(49)
+    assert {method.draw_temperature() for _ in range(100)} == {0.001}
+
+
+def test_f6_lhd_constants_are_unchanged_c_is_e_minus_4_over_45():
+    method = make_method(50)
+    for epoch in range(5):
+        assert method.schedule(epoch) == (10.0, 10.0, 0.0)
+    for epoch in range(5, 50):
+        assert method.schedule(epoch) == (0.0015, pytest.approx(0.015), pytest.approx((epoch - 4) / 45))
+    assert (method.settings.weight_lr, method.settings.weight_lr_min) == (0.025, 0.025)
+    assert method.export_temperature() == 0.0015 and method.infer_temperature == 0.00015
+
+
+def test_an_explicit_key_wins_over_the_authors_constants():
+    method = make_method(50, constants="authors", warmup_epochs=3, weight_lr_min=0.0003)
+    assert method.warmup == 3
+    assert method.schedule(3) == (0.001, pytest.approx(0.01), pytest.approx(1 / 47))
+    assert (method.settings.weight_lr, method.settings.weight_lr_min) == (0.05, 0.0003)
