@@ -136,3 +136,27 @@ def test_fractional_gpu_trials_run_concurrently_each_on_one_device_slot(tmp_path
     intervals = [(r.worker.started_at, r.worker.finished_at) for r in searches]
     most = max(sum(start <= t < end for start, end in intervals) for t, _ in intervals)
     assert most >= 2, f"the 3-second searches did not overlap: {intervals}"
+
+
+def test_the_extended_suite_runs_the_new_methods_and_perturbation_selection_through_ray(tmp_path):
+    """The methods of the LHD line of work, each searched, selected by perturbation and by magnitude,
+    and evaluated, through Ray at smoke scale; the report shows them and the selection axis."""
+    storage = tmp_path / "s"
+    new = "ss-darts,pcd-darts,edd-darts,dropnas"
+    result = cli(["benchmark", "--suite", "lhd-extended", "--preset", "smoke", "--datasets", "digits",
+                  "--baselines", new, "--seeds", "0", "--policies", "base", "--storage", str(storage)],
+                 tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = Store(storage).records()
+    phases = sorted(r.phase for r in records.values())
+    assert phases == ["evaluate"] * 8 + ["search"] * 4 + ["select"] * 4
+    assert all(r.status == "done" for r in records.values())
+    selections = [r for r in records.values() if r.phase == "select"]
+    assert all(r.epochs == 7 and len(r.decisions) == 14 for r in selections)  # smoke: interval 1
+    report = cli(["report", "--storage", str(storage), "--out", str(tmp_path / "r"), "--formats", "md,csv"],
+                 tmp_path)
+    assert report.returncode == 0, report.stderr
+    board = (tmp_path / "r" / "leaderboard.md").read_text()
+    assert "digits/base/pt" in board and "digits base pt" in board
+    for name in new.split(","):
+        assert f"| {name} |" in board
