@@ -73,8 +73,9 @@ def selection_identity(search_trial_id: str, policy: str, protocol: Protocol) ->
     return selection_inputs(search_trial_id, policy, data["select"], data["speed"])
 
 
-def tuning_epochs(interval: int) -> int:
-    return interval * (DECISIONS - 1) + 1
+def tuning_epochs(interval: int, decisions: int = DECISIONS) -> int:
+    """DARTS-PT's count: a decision every `interval` epochs, one tuning epoch after the last."""
+    return interval * (decisions - 1) + 1
 
 
 @dataclass

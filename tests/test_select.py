@@ -34,6 +34,8 @@ def test_tuning_epochs_follow_darts_pt_with_seven_decisions_per_cell():
     # DARTS-PT: 5 tuning epochs between decisions, one more after the last; LHD has 5 node decisions
     # and 2 output decisions per cell type.
     assert DECISIONS == 7 and tuning_epochs(5) == 31 and tuning_epochs(1) == 7
+    # DARTS-PT's own DARTS space: 14 op decisions and 3 topology decisions give its 81 epochs.
+    assert tuning_epochs(5, 14 + 3) == 81
 
 
 def test_1m_shares_base_selection_and_the_others_have_their_own():
