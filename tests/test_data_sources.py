@@ -1,5 +1,8 @@
 """lhdbench.data.sources and specs: data root, search split, the embedded digits set, torchvision
-loading (conversion with fake datasets, failures without network) and the error messages."""
+loading (conversion with fake datasets, failures without network) and the error messages.
+
+Loading through torchvision itself, from small files in its on-disk formats, is in test_data_files.py;
+the pre-flight check in test_data_check.py."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from lhdbench.data import (
     DATASETS,
     DatasetUnavailable,
     ImageSet,
+    check_available,
     data_root,
     get_dataset,
     load_images,
@@ -265,6 +269,8 @@ def test_labels_out_of_range_are_rejected(monkeypatch, tmp_path):
 
 
 # ----------------------------------------------------------- real files, only where a user has them
+# The one thing written files cannot stand in for: the published files themselves (their md5 sums,
+# their sizes, every class present). Skipped unless they are in the data root.
 
 
 @pytest.mark.parametrize("name, train, n, classes", [
@@ -279,6 +285,7 @@ def test_real_dataset_when_present(name, train, n, classes):
         pytest.skip(f"files not present: {error}")
     assert data.images.shape == (n, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.labels.dtype == torch.int64 and set(data.labels.unique().tolist()) == set(range(classes))
+    assert check_available(name, train=train, download=False) is None
 
 
 def _load_with_a_slow_fake_download(root: str, log: str) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..files import file_lock
+from .layout import Split, brace, torchvision_layout
 from .specs import get_dataset
 
 ENV_VAR = "LHDBENCH_DATA"
@@ -29,7 +30,7 @@ DEFAULT_ROOT = Path("~/.cache/lhdbench/data")
 # The embedded set: sklearn's digits in their stored order, first 1,437 (= floor(0.8 * 1,797)) for
 # training and the remaining 360 for testing. Every class has 141-146 training and 33-37 test images.
 DIGITS_TRAIN_SIZE = 1437
-DIGITS_UPSAMPLE = 4  # 8x8 -> 32x32, the CIFAR geometry the search space is built for
+DIGITS_SIZE = 8  # sklearn's digits are 8x8; `digits` brings them to 32x32 (CIFAR's), `digits16` to 16x16
 
 
 class DatasetUnavailable(RuntimeError):
@@ -92,12 +93,14 @@ def load_images(name: str, train: bool, root: str | os.PathLike[str] | None = No
     """The training (`train=True`) or test split of dataset `name` as an ImageSet in dataset order.
 
     cifar10/cifar100/svhn are read with torchvision from `data_root(root)` (downloaded there first if
-    missing and `download`); `digits` is built in memory and ignores `root` and `download`.
+    missing and `download`); torchvision checks every file's md5 sum, and files that fail it are
+    downloaded again where `download` allows. `digits` is built in memory and ignores `root` and
+    `download`. check_available (preflight.py) says beforehand, in milliseconds, whether this can work.
     Raises ValueError for an unknown name and DatasetUnavailable when the files cannot be had.
     """
     spec = get_dataset(name)
-    if spec.name == "digits":
-        data = _digits(train)
+    if spec.embedded:
+        data = _digits(train, spec.image_size)
     else:
         data = _torchvision(spec.name, train, data_root(root), download)
     if len(data) and int(data.labels.max()) >= spec.num_classes:
@@ -123,32 +126,22 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _digits(train: bool) -> ImageSet:
+def _digits(train: bool, size: int = 32) -> ImageSet:
     images, labels = _digits_arrays()
+    upsample = size // DIGITS_SIZE
     part = slice(0, DIGITS_TRAIN_SIZE) if train else slice(DIGITS_TRAIN_SIZE, None)
     small = torch.tensor(images[part])  # (n, 8, 8), a copy
     # Nearest-neighbour upsampling: every source pixel becomes a 4x4 block. Chosen over bilinear
     # because it keeps the exact integer pixel values (nothing depends on an interpolation kernel,
     # align_corners or rounding, so the data is bit-identical everywhere) and keeps the strokes sharp;
     # a 4-pixel random crop then shifts by whole or partial source pixels, as on CIFAR.
-    big = small.repeat_interleave(DIGITS_UPSAMPLE, dim=1).repeat_interleave(DIGITS_UPSAMPLE, dim=2)
+    big = small.repeat_interleave(upsample, dim=1).repeat_interleave(upsample, dim=2)
     rgb = big.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()  # grey replicated to 3 channels
     return ImageSet(rgb, torch.tensor(labels[part]))
 
 
 # ---------------------------------------------------------------------------------------------------
 # torchvision datasets
-
-
-def _looked_for(name: str, train: bool) -> str:
-    """The files torchvision expects under the root, for the error message."""
-    from torchvision import datasets
-
-    if name == "svhn":
-        return datasets.SVHN.split_list["train" if train else "test"][1]
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    files = [f for f, _ in (cls.train_list if train else cls.test_list)] + [cls.meta["filename"]]
-    return f"{cls.base_folder}/{{{','.join(files)}}}"
 
 
 def _short(error: BaseException, limit: int = 160) -> str:
@@ -177,19 +170,70 @@ def download_lock(root: Path, name: str) -> Iterator[None]:
 def _torchvision(name: str, train: bool, root: Path, download: bool) -> ImageSet:
     from torchvision import datasets
 
+    split = torchvision_layout(name)["train" if train else "test"]
     ds: Any
     try:
         with download_lock(root, name) if download else contextlib.nullcontext():
-            ds = _open(datasets, name, train, root, download)
+            if not _present(root, split):
+                ds = _open(datasets, name, train, root, download)
+            else:
+                # Every file is there: read them as they are. torchvision checks their md5 sums in any
+                # case (download=True would make it hash them twice); files that fail the check are
+                # downloaded again, overwriting them, where downloading is allowed.
+                try:
+                    ds = _open(datasets, name, train, root, False)
+                except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+                    if not download:
+                        raise
+                    ds = _open(datasets, name, train, root, True)
     except ImportError:
         raise  # e.g. scipy, which torchvision needs to read SVHN's .mat files: not a data problem
     except Exception as error:  # torchvision raises RuntimeError, URLError/OSError, tarfile errors...
-        how = f"download failed: {_short(error)}" if download else "download disabled"
-        raise DatasetUnavailable(
-            f"{name} ({'train' if train else 'test'}) not found under {root} "
-            f"(looked for {_looked_for(name, train)}); {how}. Put the torchvision files there or "
-            f"pass --data-root/{ENV_VAR}") from error
+        raise DatasetUnavailable(_unavailable(name, train, root, split, download, error)) from error
     return _image_set(name, ds)
+
+
+def _present(root: Path, split: Split) -> bool:
+    return all(is_file(root / path) for path in split.paths)
+
+
+def is_file(path: Path) -> bool:
+    """path.is_file(), False where it cannot be told (e.g. a folder on the way without permission)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _unavailable(name: str, train: bool, root: Path, split: Split, download: bool,
+                 error: BaseException) -> str:
+    """The one-line message for a split that could not be loaded: what is missing or bad, and why
+    no download repaired it."""
+    what = f"{name} ({'train' if train else 'test'})"
+    how = f"download failed: {_short(error)}" if download else "download disabled"
+    fix = f"pass --data-root/{ENV_VAR}"
+    missing = [path for path in split.paths if not is_file(root / path)]
+    if missing:
+        which = "" if len(missing) == len(split.paths) else f"; missing {brace(missing)}"
+        return (f"{what} not found under {root} (looked for {brace(split.paths)}{which}); {how}. "
+                f"Put the torchvision files there or {fix}")
+    bad = _failed_checksums(root, split)
+    if bad:
+        return (f"{what} under {root}: {brace(bad)} {'fails' if len(bad) == 1 else 'fail'} torchvision's "
+                f"md5 check (corrupted, truncated or not the original files); {how}. Replace them with "
+                f"the torchvision files or {fix}")
+    return (f"{what} under {root} ({brace(split.paths)}) could not be read: {_short(error)}. "
+            f"Replace them with the torchvision files or {fix}")
+
+
+def _failed_checksums(root: Path, split: Split) -> list[str]:
+    """The files whose md5 sum is not the one torchvision expects (reads them all: failures only)."""
+    from torchvision.datasets.utils import check_integrity
+
+    try:
+        return [path for path, md5 in split.files if not check_integrity(str(root / path), md5)]
+    except OSError:
+        return []
 
 
 def _open(datasets: Any, name: str, train: bool, root: Path, download: bool) -> Any:
