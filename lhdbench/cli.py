@@ -11,14 +11,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import DATASETS, get_dataset
-from .data.sources import DatasetUnavailable
-from .engine import TrialFailed
-from .space import POLICIES, ArchFileError, discretize, get_policy, load_any, network_shape
+from . import __version__
+from .data.specs import DATASETS
 from .space.arch_weights import SUFFIX as NPZ_SUFFIX
 from .space.genotype import CellGenotype
-from .space.upstream import SUFFIX as PL_SUFFIX
+from .space.policies import POLICIES, get_policy
 
+# Only light modules above: `--help`, `--version` and usage errors answer without importing torch or
+# Ray; each command imports what it needs.
+PL_SUFFIX = ".pl"  # upstream's pickled architecture files (lhdbench.space.upstream reads them)
 ARCH_SUFFIXES = (PL_SUFFIX, NPZ_SUFFIX)
 
 
@@ -60,6 +61,9 @@ def describe_cell(name: str, cell: CellGenotype) -> list[str]:
 
 
 def arch_show(args: argparse.Namespace) -> int:
+    from .data.specs import get_dataset
+    from .space import ArchFileError, discretize, load_any, network_shape
+
     policy = get_policy(args.policy)
     num_classes = get_dataset(args.dataset).num_classes
     failures = 0
@@ -128,6 +132,7 @@ def search_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluation
+    from .space import load_any
 
     weights = load_any(args.arch)
     record = run_evaluation(weights, get_policy(args.policy), args.dataset, args.seed, _protocol(args),
@@ -222,7 +227,11 @@ def benchmark_command(args: argparse.Namespace) -> int:
                          gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
                          address=args.address,
                          data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-                         device=args.device)
+                         device=args.device, log_to=tuple(_names(args.log_to) or ()))
+    if args.dry_run:
+        return _dry_run(plan, storage, args)
+    _preflight(plan, options, args)
+
     def announce() -> None:
         print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches "
               f"and {len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}",
@@ -240,6 +249,46 @@ def benchmark_command(args: argparse.Namespace) -> int:
               "reasons. Rerunning the same command retries them.", file=sys.stderr)
         return 1
     return 0
+
+
+def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
+    from .estimate import dry_run, measurements, scale_of
+    from .store import Store
+
+    store = Store(storage)
+    records = store.records() if store.root.is_dir() else {}
+    done = {t for t, r in records.items() if r.status == "done"}
+    failed = {t for t, r in records.items() if r.status == "failed"}
+    # The GPUs given, else those here; a GPU-scale protocol on a machine without one is still shown
+    # on one measured GPU, since that is where it would run.
+    note = None
+    if args.gpus is not None:
+        count, kind = args.gpus, "gpu"
+    else:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        kind = "gpu" if count else "cpu"
+        measured = measurements().get(scale_of(plan.protocol.name), {})
+        if not count and "gpu" in measured and "cpu" not in measured:
+            count, kind, note = 1, "gpu", "no GPU here; --gpus N estimates the wall time on N GPUs"
+    lines = dry_run(plan, done, failed, max(count, 1), kind)
+    print("\n".join(lines + ([note] if note else [])))
+    return 0
+
+
+def _preflight(plan, options, args: argparse.Namespace) -> None:
+    """Checks that only this machine can make, so only for runs on it (not for a cluster's nodes)."""
+    from .preflight import check_datasets, check_fits_device
+
+    local = options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
+    if not local:
+        return
+    check_datasets(plan, options.data_root)
+    if not args.allow_cpu and options.device != "cpu":
+        import torch
+
+        check_fits_device(plan, torch.cuda.is_available())
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -300,6 +349,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lhdbench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lhdbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     arch = commands.add_parser("arch", help="inspect architecture files")
@@ -331,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trial_options(evaluate)
     evaluate.set_defaults(handler=evaluate_command)
 
-    from .plan import suite_names
+    from .suite import suite_names
 
     bench = commands.add_parser("benchmark", help="run a suite of searches and evaluations (resumable)")
     bench.add_argument("--suite", required=True,
@@ -359,6 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a Python file that registers a search method (repeatable)")
     bench.add_argument("--data-root", default=None,
                        help="dataset folder (default: $LHDBENCH_DATA or ~/.cache/lhdbench/data)")
+    bench.add_argument("--log-to", metavar="T,...",
+                       help="send every trial's per-epoch metrics to tensorboard, mlflow and/or wandb "
+                       "(Ray executor; pip install 'lhdbench[tracking]')")
+    bench.add_argument("--dry-run", action="store_true",
+                       help="print the plan, what the store holds and the estimated cost; write nothing")
+    bench.add_argument("--gpus", type=_count, default=None, metavar="N",
+                       help="with --dry-run: estimate the wall time on N GPUs (default: the GPUs here)")
+    bench.add_argument("--allow-cpu", action="store_true",
+                       help="run a GPU-sized protocol (paper, fast) on a machine without a GPU anyway")
     bench.add_argument("--device", default=None,
                        help="serial: e.g. cpu or cuda:0 (default: first GPU, else CPU); ray: cpu only")
     bench.set_defaults(handler=benchmark_command)
@@ -392,25 +451,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, ValueError, DatasetUnavailable) as error:
+    except Exception as error:
+        return _report(error)
+    except KeyboardInterrupt:
+        print("lhdbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _loaded(module: str, name: str) -> type:
+    """An exception class from a module, if that module has been imported (an error of it can only
+    come from code that imported it); a class nothing raises otherwise."""
+    return getattr(sys.modules.get(module), name, _Never)
+
+
+class _Never(Exception):
+    pass
+
+
+def _report(error: Exception) -> int:
+    """One line on stderr and the exit status: 2 for bad input, 1 for a failed trial or a storage
+    error, 141 for a reader that went away."""
+    unavailable = _loaded("lhdbench.data.sources", "DatasetUnavailable")
+    trial_failed = _loaded("lhdbench.engine", "TrialFailed")
+    if isinstance(error, (UsageError, ValueError, unavailable)):
         print(f"lhdbench: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
+    if isinstance(error, BrokenPipeError):
         # The reader (e.g. `| head`) went away; stop quietly like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except OSError as error:
+    if isinstance(error, OSError):
         # A full disk, a folder without permission: the environment, not the input. Finished trials
         # are intact (every write is atomic); say what and where in one line.
         where = f" ({error.filename})" if error.filename else ""
         print(f"lhdbench: error: {error.strerror or error}{where}", file=sys.stderr)
         return 1
-    except TrialFailed as error:
+    if isinstance(error, trial_failed):
         print(f"lhdbench: trial failed: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("lhdbench: interrupted", file=sys.stderr)
-        return 130
+    raise error
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from .record import InvalidRecord, TrialRecord, read_record, write_record
 # A trial folder's own record (status, inputs, results), beside its checkpoint.
 RECORD_FILE = "record.json"
 
+# Called with every finished epoch's history entry (the runner reports it to Ray Tune's loggers).
+EpochCallback = Callable[[dict[str, Any]], None]
+
 
 class TrialFailed(RuntimeError):
     """A trial that cannot produce a valid result; the message is the one-line reason recorded."""

@@ -23,7 +23,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpointer, GlobalRng, LoopState
 from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
-from .engine import RECORD_FILE
+from .engine import RECORD_FILE, EpochCallback
 from .environment import environment
 from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
@@ -74,7 +74,7 @@ def test_accuracy(model: nn.Module, stream: GpuBatchStream, autocast: Any) -> fl
 def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset: str, seed: int,
                    protocol: Protocol, out_dir: str | Path, *, device: str | torch.device | None = None,
                    data_root: Any = None, progress: bool | None = None,
-                   arch_file: str | None = None) -> TrialRecord:
+                   arch_file: str | None = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one evaluation trial. `architecture` is
     searched weights, discretized under `policy`, or a genotype chosen already (by a perturbation
     selection); `arch_file` is where it came from, for the record."""
@@ -97,12 +97,13 @@ def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset
               "protocol": protocol.to_dict(), "genotype": genotype.to_dict(), "arch_sha256": digest,
               "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _train(
-        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs))
+        genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs,
+        on_epoch))
 
 
 def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol: Protocol,
            out_dir: Path, device: torch.device, data_root: Any, progress: bool | None,
-           inputs: dict[str, Any]) -> dict[str, Any]:
+           inputs: dict[str, Any], on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     settings, speed, spec = protocol.evaluate, protocol.speed, get_dataset(dataset)
     engine.configure(speed, device, seed)
     model = engine.prepare_model(build_network(genotype, policy, spec.num_classes, settings), speed, device)
@@ -172,6 +173,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         loop.epoch, loop.values["p_max"] = epoch, p_max
         loop.wall_time_s = spent + time.monotonic() - began
         checkpointer.save()
+        if on_epoch is not None:
+            on_epoch(entry)
     wall = spent + time.monotonic() - began
     after = [h for h in history if h["epoch"] > settings.best_after_epoch and "test_acc" in h]
     best = max(after, key=lambda h: h["test_acc"]) if after else None

@@ -18,7 +18,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpointer, GlobalRng, LoopState
 from .data import get_dataset
 from .data.sources import ImageSet, load_images, search_split
 from .data.stream import GpuBatchStream
-from .engine import RECORD_FILE
+from .engine import RECORD_FILE, EpochCallback
 from .environment import environment
 from .methods import SearchContext, SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
@@ -63,8 +63,9 @@ def search_identity(baseline: str, dataset: str, seed: int, protocol: Protocol) 
 
 def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_dir: str | Path, *,
                device: str | torch.device | None = None, data_root: Any = None,
-               progress: bool | None = None) -> TrialRecord:
-    """Run (or resume, or return the finished record of) one search trial."""
+               progress: bool | None = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
+    """Run (or resume, or return the finished record of) one search trial. `on_epoch` gets every
+    epoch's history entry once its checkpoint is written (the runner reports it to Ray Tune)."""
     out_dir = Path(out_dir)
     check_seed(seed)
     inputs = search_identity(baseline, dataset, seed, protocol)
@@ -78,12 +79,14 @@ def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_d
               "protocol": protocol.to_dict(), "settings": inputs["settings"], "hparams": hparams,
               "environment": environment(device)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _search(
-        cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress, inputs))
+        cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress, inputs,
+        on_epoch))
 
 
 def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dataset: str, seed: int,
             protocol: Protocol, out_dir: Path, device: torch.device, data_root: Any,
-            progress: bool | None, inputs: dict[str, Any]) -> dict[str, Any]:
+            progress: bool | None, inputs: dict[str, Any],
+            on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     speed = protocol.speed
     engine.configure(speed, device, seed)
     method = cls(settings, hparams)
@@ -143,6 +146,8 @@ def _search(cls: type[SearchMethod], settings: Any, hparams: dict[str, Any], dat
         bar.epoch_done(epoch, f"loss {loss:.3f} acc {loop.history[-1]['train_acc']:.3f}")
         loop.epoch, loop.wall_time_s = epoch, spent + time.monotonic() - began
         checkpointer.save()
+        if on_epoch is not None:
+            on_epoch(loop.history[-1])
     epochs = [_weights(snapshot) for snapshot in loop.values[ARCH_HISTORY]]
     weights = method.final_export(supernet, epochs)
     if not all(torch.isfinite(torch.from_numpy(m)).all() for m in weights.matrices()):

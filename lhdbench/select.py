@@ -44,7 +44,7 @@ from .checkpoint import CHECKPOINT_NAME, Checkpointer, GlobalRng, LoopState, loa
 from .data import get_dataset
 from .data.sources import load_images, search_split
 from .data.stream import GpuBatchStream
-from .engine import RECORD_FILE
+from .engine import RECORD_FILE, EpochCallback
 from .environment import environment
 from .methods import SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
@@ -170,7 +170,7 @@ def _indicator(members: list[int], like: torch.Tensor) -> torch.Tensor:
 
 def run_selection(search: TrialRecord, search_dir: str | Path, search_trial_id: str, policy: Policy,
                   protocol: Protocol, out_dir: str | Path, *, device: str | torch.device | None = None,
-                  data_root: Any = None) -> TrialRecord:
+                  data_root: Any = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) the selection of one finished search (its
     record, folder and trial id) for one policy rule. Writes `genotype.json` and `record.json` into
     `out_dir`."""
@@ -186,11 +186,12 @@ def run_selection(search: TrialRecord, search_dir: str | Path, search_trial_id: 
               "settings": protocol.to_dict()["select"], "hparams": search.hparams,
               "environment": environment(device)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _select(
-        search, search_dir, get_policy(rule), protocol, out_dir, device, data_root, inputs))
+        search, search_dir, get_policy(rule), protocol, out_dir, device, data_root, inputs, on_epoch))
 
 
 def _select(search: TrialRecord, search_dir: Path, policy: Policy, protocol: Protocol, out_dir: Path,
-            device: torch.device, data_root: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+            device: torch.device, data_root: Any, inputs: dict[str, Any],
+            on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     select, speed = protocol.select, protocol.speed
     cls = get_method(search.baseline)
     settings, hparams = resolve_settings(cls, protocol)
@@ -261,6 +262,8 @@ def _select(search: TrialRecord, search_dir: Path, policy: Policy, protocol: Pro
                              "train_acc": correct / max(count, 1), "decisions": projection.decided()})
         loop.epoch, loop.wall_time_s = epoch, spent + time.monotonic() - began
         checkpointer.save()
+        if on_epoch is not None:
+            on_epoch(loop.history[-1])
     genotype = projection.genotype()
     (out_dir / GENOTYPE_FILE).write_text(json.dumps(genotype.to_dict(), indent=2, sort_keys=True) + "\n")
     wall = spent + time.monotonic() - began

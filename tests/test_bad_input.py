@@ -14,7 +14,7 @@ import pytest
 from lhdbench.cli import main
 
 LHDBENCH = str(Path(sys.executable).with_name("lhdbench"))
-DEMO = ["benchmark", "--suite", "demo", "--baselines", "random", "--seeds", "0", "--policies", "base",
+DEMO = ["benchmark", "--suite", "smoke", "--baselines", "random", "--seeds", "0", "--policies", "base",
         "--executor", "serial"]
 
 

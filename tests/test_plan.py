@@ -21,14 +21,14 @@ def test_shipped_suites_have_the_issue_shapes():
     assert {s.baseline for s in extended.searches} == set(method_names())
     assert len(extended.of_phase("select")) == 3 * len(extended.searches)
     assert len(extended.of_phase("evaluate")) == 8 * len(extended.searches)
-    demo = make_plan(load_suite("demo"))
+    demo = make_plan(load_suite("smoke"))
     assert demo.protocol.name == "smoke"
     assert len(demo.searches) == len(method_names()) * 2 and len(demo.trials) == len(demo.searches) * 5
     assert {t.dataset for t in demo.trials} == {"digits"}
 
 
 def test_trial_ids_are_stable_unique_and_tied_to_their_search():
-    suite = load_suite("demo").narrow(baselines=["darts", "gdas"])
+    suite = load_suite("smoke").narrow(baselines=["darts", "gdas"])
     first, second = make_plan(suite), make_plan(suite)
     ids = [t.trial_id for t in first.trials]
     assert ids == [t.trial_id for t in second.trials]
@@ -51,14 +51,14 @@ def test_protocols_that_differ_only_in_evaluation_share_their_searches():
 
 
 def test_a_changed_search_setting_changes_the_search_id():
-    suite = load_suite("demo").narrow(baselines=["darts"], seeds=[0])
+    suite = load_suite("smoke").narrow(baselines=["darts"], seeds=[0])
     base = make_plan(suite, load_protocol("smoke"))
     longer = make_plan(suite, load_protocol("smoke", overrides={"search": {"epochs": 3}}))
     assert base.searches[0].trial_id != longer.searches[0].trial_id
 
 
 def test_narrowing_checks_names_and_lists_the_known_ones():
-    demo = load_suite("demo")
+    demo = load_suite("smoke")
     with pytest.raises(SuiteError, match="unknown baseline 'dart'.*known: .*darts"):
         demo.narrow(baselines=["dart"])
     with pytest.raises(SuiteError, match="unknown policy"):

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 LHDBENCH = str(BIN / "lhdbench")
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "faulty_methods.py"
-TINY = ["benchmark", "--suite", "demo", "--baselines", "random", "--seeds", "0", "--policies", "base"]
+TINY = ["benchmark", "--suite", "smoke", "--baselines", "random", "--seeds", "0", "--policies", "base"]
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -170,7 +170,7 @@ def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path, home):
     (Ray's dashboard and runtime-env agents alone would linger about as long again)."""
     env = {**base_env(home), "LHDBENCH_PLUGINS": str(PLUGIN)}
     before = set(os.listdir("/tmp"))
-    driver = subprocess.Popen([LHDBENCH, "benchmark", "--suite", "demo", "--baselines", "test-sleepy",
+    driver = subprocess.Popen([LHDBENCH, "benchmark", "--suite", "smoke", "--baselines", "test-sleepy",
                                "--seeds", "0,1", "--policies", "base", "--storage", "s"], env=env,
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -23,7 +23,7 @@ LHDBENCH = str(Path(sys.executable).with_name("lhdbench"))
 
 
 def small_plan(baselines=("random", "darts"), seeds=(0,), policies=("base", "4out")):
-    return make_plan(load_suite("demo").narrow(baselines=list(baselines), seeds=list(seeds),
+    return make_plan(load_suite("smoke").narrow(baselines=list(baselines), seeds=list(seeds),
                                                policies=list(policies)))
 
 
@@ -165,7 +165,7 @@ def run_cli(args, tmp_path, **env):
 
 def test_failing_trials_are_recorded_retried_and_do_not_stop_the_rest(tmp_path):
     store_dir = tmp_path / "store"
-    done = run_cli(["benchmark", "--suite", "demo", "--baselines", "test-raises,test-nan,random",
+    done = run_cli(["benchmark", "--suite", "smoke", "--baselines", "test-raises,test-nan,random",
                     "--seeds", "0", "--policies", "base", "--executor", "serial", "--retries", "1",
                     "--plugin", str(PLUGIN), "--storage", str(store_dir)], tmp_path)
     assert done.returncode == 1, done.stderr
@@ -186,7 +186,7 @@ def test_failing_trials_are_recorded_retried_and_do_not_stop_the_rest(tmp_path):
 
 def test_a_retry_that_succeeds_ends_done_with_its_attempts_counted(tmp_path):
     store_dir = tmp_path / "store"
-    done = run_cli(["benchmark", "--suite", "demo", "--baselines", "test-flaky", "--seeds", "0",
+    done = run_cli(["benchmark", "--suite", "smoke", "--baselines", "test-flaky", "--seeds", "0",
                     "--policies", "base", "--executor", "serial", "--plugin", str(PLUGIN),
                     "--storage", str(store_dir)], tmp_path, LHDBENCH_TEST_FLAKY_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -198,8 +198,8 @@ def test_a_retry_that_succeeds_ends_done_with_its_attempts_counted(tmp_path):
 
 def test_benchmark_usage_errors_exit_2(tmp_path):
     for args, message in [(["--suite", "nope"], "unknown suite"),
-                          (["--suite", "demo", "--baselines", "dart"], "unknown baseline 'dart'"),
-                          (["--suite", "demo", "--seeds", "a"], "--seeds"),
-                          (["--suite", "demo", "--gpus-per-trial", "2"], "--gpus-per-trial")]:
+                          (["--suite", "smoke", "--baselines", "dart"], "unknown baseline 'dart'"),
+                          (["--suite", "smoke", "--seeds", "a"], "--seeds"),
+                          (["--suite", "smoke", "--gpus-per-trial", "2"], "--gpus-per-trial")]:
         result = run_cli(["benchmark", *args, "--storage", str(tmp_path / "s")], tmp_path)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)

@@ -28,10 +28,12 @@ def cli(args, cwd, **kwargs):
                           timeout=900, **kwargs)
 
 
-def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
-    """The issue's acceptance run: the whole demo suite through Ray, its driver SIGKILLed mid-run."""
+def test_a_benchmark_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
+    """The demo suite at smoke scale (every registered method, two seeds) through Ray, its driver
+    SIGKILLed mid-run."""
     storage = tmp_path / "s1"
-    args = ["benchmark", "--suite", "demo", "--storage", str(storage)]
+    args = ["benchmark", "--suite", "smoke", "--preset", "smoke", "--storage", str(storage)]
+    planned = len(make_plan(load_suite("smoke").narrow()).trials)
     driver = subprocess.Popen([LHDBENCH, *args], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     records = storage / "records"
@@ -41,16 +43,16 @@ def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = {p.name: p.read_bytes() for p in records.glob("*.json")}
-    assert 12 <= len(before) < 120, "the driver should be killed mid-run"
+    assert 12 <= len(before) < planned, "the driver should be killed mid-run"
 
     rerun = cli(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     status = json.loads(cli(["status", "--storage", str(storage), "--json"], tmp_path).stdout)
     assert {k: status[k] for k in ("planned", "done", "failed", "running", "pending")} == {
-        "planned": 120, "done": 120, "failed": 0, "running": 0, "pending": 0}
+        "planned": planned, "done": planned, "failed": 0, "running": 0, "pending": 0}
     store = Store(storage)
     after = {p.name: p.read_bytes() for p in records.glob("*.json")}
-    assert len(after) == 120
+    assert len(after) == planned
     assert all(after[name] == content for name, content in before.items()), \
         "a record finished before the kill was rewritten"
     for trial_id in store.records():
@@ -60,14 +62,15 @@ def test_demo_survives_a_killed_driver_and_a_rerun_adds_nothing(tmp_path):
     third = cli(args, tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in records.glob("*.json")} == after
-    assert "done 120/120 (120 before this run)" in third.stderr
+    assert f"done {planned}/{planned} ({planned} before this run)" in third.stderr
     assert "running 0" in third.stderr.splitlines()[-1]
 
 
 @pytest.mark.parametrize("executor", ["ray", "serial"])
 def test_ctrl_c_stops_with_130_says_how_to_resume_and_the_rerun_finishes(tmp_path, executor):
     storage = tmp_path / "s"
-    args = ["benchmark", "--suite", "demo", "--baselines", "darts,gdas,drnas", "--executor", executor,
+    args = ["benchmark", "--suite", "smoke", "--preset", "smoke", "--baselines", "darts,gdas,drnas",
+            "--executor", executor,
             "--storage", str(storage)]
     driver = subprocess.Popen([LHDBENCH, *args], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
@@ -88,7 +91,7 @@ def test_ctrl_c_stops_with_130_says_how_to_resume_and_the_rerun_finishes(tmp_pat
 
 def test_failing_trials_on_ray_are_retried_and_recorded(tmp_path):
     storage = tmp_path / "s"
-    result = cli(["benchmark", "--suite", "demo", "--baselines", "test-raises,test-nan,random",
+    result = cli(["benchmark", "--suite", "smoke", "--baselines", "test-raises,test-nan,random",
                   "--seeds", "0", "--policies", "base", "--retries", "1", "--plugin", str(PLUGIN),
                   "--storage", str(storage)], tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
@@ -123,7 +126,7 @@ def faulty_methods(monkeypatch):
 
 def test_fractional_gpu_trials_run_concurrently_each_on_one_device_slot(tmp_path, faulty_methods):
     """Ray accepts declared GPUs without hardware: four of them, half a GPU per trial."""
-    plan = make_plan(load_suite("demo").narrow(baselines=["test-sleepy"], seeds=[0, 1, 2, 3],
+    plan = make_plan(load_suite("smoke").narrow(baselines=["test-sleepy"], seeds=[0, 1, 2, 3],
                                                policies=["base"]))
     options = RunOptions(executor="ray", gpus_per_trial=0.5, ray_init={"num_cpus": 4, "num_gpus": 4})
     dispatch = run_plan(plan, tmp_path, options, progress_stream=io.StringIO())

@@ -155,7 +155,7 @@ def test_one_decision_per_round_keeps_what_the_criterion_says(monkeypatch, polic
 def searched(tmp_path_factory):
     """A store with one smoke darts search and its perturbation selection planned for base."""
     root = tmp_path_factory.mktemp("select")
-    suite = load_suite("demo").narrow(baselines=["darts"], seeds=[0], policies=["base"],
+    suite = load_suite("smoke").narrow(baselines=["darts"], seeds=[0], policies=["base"],
                                       selections=["perturbation"])
     plan = make_plan(suite)
     search = plan.of_phase("search")
@@ -205,7 +205,7 @@ def test_a_selection_resumes_after_a_decision_and_ends_as_an_uninterrupted_one(s
 
 
 def test_the_plan_has_a_selection_per_search_and_policy_rule():
-    suite = load_suite("demo").narrow(baselines=["darts", "random"], seeds=[0, 1],
+    suite = load_suite("smoke").narrow(baselines=["darts", "random"], seeds=[0, 1],
                                       selections=["magnitude", "perturbation"])
     plan = make_plan(suite)
     assert len(plan.of_phase("search")) == 4

@@ -22,12 +22,12 @@ from lhdbench.runner import RunOptions, run_plan
 from lhdbench.status import store_status
 from lhdbench.store import Store
 
-SMALL = ["--suite", "demo", "--baselines", "random", "--seeds", "0", "--policies", "base,4out",
+SMALL = ["--suite", "smoke", "--baselines", "random", "--seeds", "0", "--policies", "base,4out",
          "--executor", "serial"]
 
 
 def small_plan():
-    return make_plan(load_suite("demo").narrow(baselines=["random"], seeds=[0], policies=["base", "4out"]))
+    return make_plan(load_suite("smoke").narrow(baselines=["random"], seeds=[0], policies=["base", "4out"]))
 
 
 @pytest.fixture(scope="module")

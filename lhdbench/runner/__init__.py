@@ -7,6 +7,7 @@ the device, the Ray cluster), then records the plan and runs it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 from ..plan import Plan
 from ..store import Store
 from .dispatch import Dispatch
-from .options import DEFAULT_RETRIES, RunOptions
+from .options import DEFAULT_RETRIES, TRACKERS, RunOptions
 from .progress import ProgressLine
 from .trial import run_trial
 
@@ -28,6 +29,16 @@ def check_options(options: RunOptions) -> None:
 
     if options.executor not in ("ray", "serial"):
         raise ValueError(f"unknown executor {options.executor!r} (known: ray, serial)")
+    unknown = [t for t in options.log_to if t not in TRACKERS]
+    if unknown:
+        raise ValueError(f"--log-to {unknown[0]!r}: unknown (known: {', '.join(TRACKERS)})")
+    if options.log_to and options.executor != "ray":
+        raise ValueError("--log-to uses Ray Tune's logger callbacks: it needs --executor ray")
+    for tracker in options.log_to:
+        module = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}[tracker]
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"--log-to {tracker} needs the {module} package: "
+                             "pip install 'lhdbench[tracking]'")
     if options.executor == "serial":
         pick_device(options.device)  # unknown devices and CUDA without a GPU fail here
     elif options.device not in (None, "cpu"):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_RETRIES = 2
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 
 @dataclass(frozen=True)
@@ -18,4 +19,5 @@ class RunOptions:
     address: str | None = None  # a Ray cluster; None: $RAY_ADDRESS, else a local instance
     data_root: str | None = None
     device: str | None = None  # serial: the device; Ray: only "cpu" (trials then ask for no GPU)
+    log_to: tuple[str, ...] = ()  # Ray Tune logger callbacks: tensorboard, mlflow, wandb
     ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init arguments (tests)

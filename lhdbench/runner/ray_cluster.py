@@ -111,5 +111,6 @@ class PrivateInstance:
         import ray
 
         ray.shutdown()
-        os.close(self._write_end)  # the watchdog finds nothing left and exits
+        os.write(self._write_end, b"clean")  # the watchdog's CLEAN: nothing for it to do
+        os.close(self._write_end)
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -82,14 +82,18 @@ class RayExecutor:
         os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
         logging.getLogger("ray.tune.tune").addFilter(_no_failure_summary)
         searcher = _PlanSearcher(dispatch, self.store, self.plan, progress)
+        # Tune adds its CSV/JSON/TensorBoard loggers by itself when it can; here only those asked for.
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=dispatch.to_run, reuse_actors=True),
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=dispatch.to_run, reuse_actors=True,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                 storage_path=str(self.store.root / "ray"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=self.options.retries),
-                callbacks=[_ProgressCallback(progress)]))
+                callbacks=[_ProgressCallback(progress), *trackers(self.options.log_to, self.plan,
+                                                                   self.store)]))
         tuner.fit()
         if searcher.fatal is not None:
             raise searcher.fatal
@@ -102,6 +106,38 @@ class RayExecutor:
             self.private.close()
         elif self.joined:
             ray.shutdown()  # disconnects this driver; the cluster runs on
+
+
+def _trial_name(trial: Any) -> str:
+    """Tune's name for a trial: the plan's trial id, so logs and dashboards name trials as the store."""
+    return str(trial.config.get("trial", trial.trial_id))
+
+
+def trackers(names: tuple[str, ...], plan: Plan, store: Store) -> list[Any]:
+    """Ray Tune's logger callbacks for the per-epoch metrics every trial reports. Each one is configured
+    through its own environment as usual (MLFLOW_TRACKING_URI, WANDB_MODE, WANDB_PROJECT, ...);
+    MLflow defaults to a file store beside the results store."""
+    callbacks: list[Any] = []
+    experiment = f"lhdbench-{plan.suite.name}"
+    for name in names:
+        if name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            callbacks.append(TBXLoggerCallback())
+        elif name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (store.root / "mlruns").as_uri()
+            if uri.startswith("file:"):  # MLflow 3 asks for this to keep its plain-file store
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment,
+                                                  save_artifact=False))
+        elif name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            callbacks.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT") or experiment,
+                                                 group=plan.protocol.name))
+    return callbacks
 
 
 def _no_failure_summary(record: logging.LogRecord) -> bool:
@@ -130,9 +166,15 @@ def _tune_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]], pr
     from ..engine import TrialFailed
 
     trial = Trial(**trials[config["trial"]])
+
+    def report(entry: dict[str, Any]) -> None:
+        # Every epoch's numbers, so that Tune's logger callbacks (TensorBoard, MLflow, W&B) see them.
+        tune.report({k: float(v) for k, v in entry.items() if isinstance(v, (int, float))
+                     and not isinstance(v, bool)})
+
     try:
         record = run_trial(trial, protocol, storage, resources=Resources(**resources[trial.trial_id]),
-                           data_root=data_root)
+                           data_root=data_root, on_epoch=report)
     except OSError as error:
         if not is_storage_failure(error):
             raise
@@ -141,7 +183,7 @@ def _tune_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]], pr
         return
     if record.status != "done":
         raise TrialFailed(f"{trial.trial_id}: {record.reason}")
-    tune.report({"status": "done"})
+    tune.report({"done": 1.0})
 
 
 class _PlanSearcher(Searcher):

@@ -12,7 +12,7 @@ import socket
 import time
 from typing import Any
 
-from ..engine import RECORD_FILE, TrialFailed, TrialMismatch, one_line_reason
+from ..engine import RECORD_FILE, EpochCallback, TrialFailed, TrialMismatch, one_line_reason
 from ..files import is_storage_failure
 from ..plan import Trial
 from ..record import InvalidRecord, Resources, TrialRecord, Worker, read_record
@@ -21,7 +21,7 @@ from ..store import Store
 
 def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike, *,
               resources: Resources | None = None, data_root: str | None = None,
-              device: str | None = None) -> TrialRecord:
+              device: str | None = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one planned trial and store its record.
 
     Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
@@ -48,12 +48,12 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         try:
             parsed = protocol_from_dict(protocol, name=protocol["name"])
             try:
-                record = _run_phase(trial, parsed, store, data_root, device)
+                record = _run_phase(trial, parsed, store, data_root, device, on_epoch)
             except TrialMismatch as mismatch:
                 # The trial id pins what the trial is, so a folder that disagrees was written by
                 # another version of lhdbench: set its files aside and start the trial over.
                 _set_aside_folder(store, trial.trial_id, mismatch)
-                record = _run_phase(trial, parsed, store, data_root, device)
+                record = _run_phase(trial, parsed, store, data_root, device, on_epoch)
         except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
             if is_storage_failure(error):
                 raise  # the storage, not the trial: the run stops (see the executors)
@@ -68,13 +68,13 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
 
 
 def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
-               device: str | None) -> TrialRecord:
+               device: str | None, on_epoch: EpochCallback | None = None) -> TrialRecord:
     out = store.trial_dir(trial.trial_id)
     if trial.phase == "search":
         from ..search import run_search
 
         return run_search(trial.baseline, trial.dataset, trial.seed, protocol, out, device=device,
-                          data_root=data_root, progress=False)
+                          data_root=data_root, progress=False, on_epoch=on_epoch)
     from ..space import get_policy
 
     search = _finished(store, trial.search_trial_id, "search")
@@ -83,7 +83,7 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
         from ..select import run_selection
 
         return run_selection(search, search_dir, trial.search_trial_id, get_policy(trial.policy), protocol,
-                             out, device=device, data_root=data_root)
+                             out, device=device, data_root=data_root, on_epoch=on_epoch)
     from ..evaluate import run_evaluation
 
     if trial.selection == "perturbation":
@@ -100,7 +100,8 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
         source = search_dir / ARCH_FILE
         architecture = load_arch_weights(source)
     return run_evaluation(architecture, get_policy(trial.policy), trial.dataset, trial.seed, protocol, out,
-                          device=device, data_root=data_root, progress=False, arch_file=str(source))
+                          device=device, data_root=data_root, progress=False, arch_file=str(source),
+                          on_epoch=on_epoch)
 
 
 def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:

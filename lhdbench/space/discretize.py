@@ -9,8 +9,7 @@ import numpy as np
 
 from .arch_weights import ArchWeights
 from .genotype import CellGenotype, Edge, Genotype
-from .layout import NUM_NODES, NUM_OPS, node_rows
-from .ops import PRIMITIVES
+from .layout import NUM_NODES, NUM_OPS, PRIMITIVES, node_rows
 from .policies import Policy, Rule, ranked
 
 

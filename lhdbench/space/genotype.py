@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .layout import NUM_NODES
-from .ops import PRIMITIVES
+from .layout import NUM_NODES, PRIMITIVES
 
 
 class GenotypeError(ValueError):

@@ -8,7 +8,17 @@ Its block is rows [i(i+3)/2, i(i+3)/2 + i + 2), one row per input, one column pe
 
 from __future__ import annotations
 
-from .ops import PRIMITIVES
+# Column order of every architecture-weight matrix: upstream `PRIMITIVES` in `search/genotypes.py`.
+# Here, not in ops.py, so that what needs only the names does not import torch.
+PRIMITIVES: tuple[str, ...] = (
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
 
 NUM_NODES = 5
 NUM_OPS = len(PRIMITIVES)

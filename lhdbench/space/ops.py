@@ -10,16 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Column order of every architecture-weight matrix: upstream `PRIMITIVES` in `search/genotypes.py`.
-PRIMITIVES: tuple[str, ...] = (
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
+from .layout import PRIMITIVES  # noqa: F401 - the op names are part of this module's interface
 
 
 class PoolBN(nn.Sequential):

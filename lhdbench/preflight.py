@@ -1,0 +1,40 @@
+"""Checks before a benchmark writes anything or starts Ray: every dataset of the plan can be had, and
+the protocol fits the machine. Each failure is one line (ValueError, exit status 2), within seconds."""
+
+from __future__ import annotations
+
+from .plan import Plan
+
+# A protocol whose trials take longer than this on a measured GPU is refused on a machine without a
+# GPU unless the user insists: on a CPU it would run for weeks.
+GPU_SIZED_SECONDS = 3600.0
+
+
+def datasets_of(plan: Plan) -> list[str]:
+    return list(dict.fromkeys(t.dataset for t in plan.trials))
+
+
+def check_datasets(plan: Plan, data_root: str | None) -> None:
+    """Every dataset the plan trains or evaluates on is on disk under the data root, or can be
+    downloaded from here."""
+    from .data import check_available
+
+    for dataset in datasets_of(plan):
+        problem = check_available(dataset, data_root)
+        if problem:
+            raise ValueError(problem)
+
+
+def check_fits_device(plan: Plan, has_gpu: bool) -> None:
+    """Refuse a GPU-sized protocol (paper, fast) where no GPU is visible."""
+    if has_gpu:
+        return
+    from .estimate import estimate, hours_text
+
+    result = estimate(plan, kind="gpu")
+    longest = max((c.seconds or 0.0 for c in result.costs), default=0.0)
+    if longest > GPU_SIZED_SECONDS:
+        raise ValueError(f"protocol {plan.protocol.name} is sized for GPUs (its longest trial takes about "
+                         f"{hours_text(longest)} on {result.device}) and this machine has none; use a small "
+                         "preset (--preset demo or smoke), run on a GPU machine or a cluster (--address), "
+                         "or pass --allow-cpu to run it on the CPU anyway")
