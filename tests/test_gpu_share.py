@@ -10,7 +10,7 @@ from lhdbench.runner.gpu_share import gpu_fraction, trial_resources
 
 @pytest.fixture(scope="module")
 def plan():
-    return make_plan(load_suite("demo").narrow(baselines=["darts", "pcdarts"], seeds=[0], policies=["base"]))
+    return make_plan(load_suite("smoke").narrow(baselines=["darts", "pcdarts"], seeds=[0], policies=["base"]))
 
 
 def shares(plan, **kwargs):
