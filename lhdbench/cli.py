@@ -363,6 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON object per line per file")
     show.set_defaults(handler=arch_show)
 
+    from .report.arch_draw import DRAW_FORMATS, arch_draw
+
+    draw = arch_commands.add_parser(
+        "draw", help="discretize architecture files under a policy and draw their cells")
+    draw.add_argument("paths", nargs="+", metavar="PATH",
+                      help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
+    draw.add_argument("--policy", required=True, choices=list(POLICIES))
+    draw.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
+                      help="the dataset whose network size the title states (default cifar10)")
+    draw.add_argument("--out", required=True, help="output folder: OUT/<name>-<policy>.<format> per file")
+    draw.add_argument("--formats", default=",".join(DRAW_FORMATS),
+                      help=f"comma-separated subset of {','.join(DRAW_FORMATS)} (default: all)")
+    draw.set_defaults(handler=arch_draw)
+
     baselines = commands.add_parser("baselines", help="search methods")
     baselines_commands = baselines.add_subparsers(dest="baselines_command", required=True)
     listing = baselines_commands.add_parser(

@@ -75,7 +75,7 @@ def test_a_failed_search_is_listed_with_the_evaluations_it_fails(tmp_path):
     assert "| search | gdas | cifar10 | \u2013 | 1 | CUDA out of memory while training |" in rows
     assert "| evaluate | gdas | cifar10 | 1m | 1 | its search failed |" in rows
     tex = (tmp_path / "o" / "tables" / "failed.tex").read_text().splitlines()
-    assert r"search & gdas & cifar10 & -- & 1 & CUDA out of memory while training \\" in tex
+    assert r"search & GDAS & CIFAR-10 & -- & 1 & CUDA out of memory while training \\" in tex
 
 
 def test_markdown_reports_friedman_not_possible_and_the_leaderboard(outputs):

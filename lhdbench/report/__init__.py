@@ -6,6 +6,9 @@ report can be regenerated anywhere the store is copied to.
     from lhdbench.report import build_report, write_report
     report = build_report("runs/paper", metric="final")
     write_report(report, "results/paper", formats=("md", "csv", "tex", "png", "pdf"))
+
+Cell drawings of a genotype (matplotlib only): `lhdbench.report.cells.draw_genotype`; the
+`lhdbench arch draw` command's handler: `lhdbench.report.arch_draw.arch_draw`.
 """
 
 from __future__ import annotations

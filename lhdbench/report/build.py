@@ -11,11 +11,21 @@ import pandas as pd
 
 from ..files import atomic_write_bytes
 from . import plots, render
-from .load import ReportError, Trials, file_label, load_trials
+from .load import ReportError, Trials, file_label, load_trials, short_condition
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
 from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix
-from .tables import accuracy_matrix, baselines, condition_cells, conditions, cost_table, evaluations
+from .tables import (
+    accuracy_matrix,
+    baselines,
+    best_architectures,
+    condition_cells,
+    conditions,
+    cost_table,
+    evaluations,
+    representative_searches,
+    result_costs,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,9 @@ class Report:
     kendall_matrix: pd.DataFrame
     discernibility: pd.DataFrame
     cost: pd.DataFrame
+    best: pd.DataFrame           # tables.BEST_COLUMNS, the best evaluation per condition
+    result_costs: pd.DataFrame   # tables.RESULT_COST_COLUMNS, hours per result of every cell
+    evolution: list[dict]        # the search per baseline whose arch history is plotted
 
     @property
     def order(self) -> list[str]:
@@ -74,7 +87,9 @@ def build_report(storage: str | os.PathLike, metric: str = "final", protocol: st
     return Report(trials=trials, baselines=names, conditions=condition_names, cells=cells, matrix=matrix,
                   ranks=ranks, board=leaderboard(ranks), friedman=friedman(matrix, alpha), kendall=pairs,
                   kendall_matrix=kendall_matrix(pairs, condition_names),
-                  discernibility=discernibility(cells, condition_names), cost=cost_table(trials))
+                  discernibility=discernibility(cells, condition_names), cost=cost_table(trials),
+                  best=best_architectures(trials, condition_names), result_costs=result_costs(trials, cells),
+                  evolution=representative_searches(trials))
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -108,7 +123,42 @@ def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[st
         if len(report.conditions) >= 2:
             written["kendall"] = plots.save(plots.kendall_heatmap(report.kendall_matrix),
                                             folder / "kendall", formats)
+        if len(report.result_costs):
+            written["accuracy_cost"] = plots.save(
+                plots.cost_plot(report.result_costs, report.order, report.datasets, report.metric_short),
+                folder / "accuracy_cost", formats)
+        for best in report.best.to_dict("records"):
+            figure = best_architecture_figure(report, best)
+            if figure is not None:
+                name = best_architecture_name(best["condition"])
+                written[name] = plots.save(figure, folder / name, formats)
+        if report.evolution:  # old stores have no arch history: nothing drawn
+            written["arch_evolution"] = plots.save(
+                plots.arch_evolution_plot(report.evolution, report.trials.arch_histories, report.order),
+                folder / "arch_evolution", formats)
     return written
+
+
+def best_architecture_name(condition: str) -> str:
+    """`best_arch_cifar10_base`, `best_arch_cifar10_base-pt`, `best_arch_cifar10-to-svhn_base`."""
+    dataset, policy = condition.split("/", 1)
+    return f"best_arch_{file_label(dataset)}_{policy.replace('/', '-')}"
+
+
+def best_architecture_figure(report: Report, best: dict):
+    """The cells of a condition's best evaluation, or None when its genotype cannot be drawn (a record
+    whose genotype is not a valid one; the leaderboard then says so)."""
+    from ..space.genotype import GenotypeError
+    from . import cells
+
+    genotype = report.trials.genotypes.get(best["trial_id"])
+    try:
+        genotype = cells.as_genotype(genotype)
+    except GenotypeError:
+        return None
+    title = (f"{short_condition(best['condition'])}: best {report.metric_short} "
+             f"{100 * best['value']:.2f}% ({best['baseline']}, seed {best['seed']})")
+    return cells.draw_genotype(genotype, title)
 
 
 def write_report(report: Report, out: str | os.PathLike, formats: Sequence[str] = FORMATS,

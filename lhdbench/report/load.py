@@ -26,7 +26,8 @@ DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100", "svhn": "SVHN"}
 # `eval_dataset`, `search_dataset`, `selection` and `rule` keep the plain values.
 TRIAL_COLUMNS = ("trial_id", "phase", "baseline", "dataset", "policy", "seed", "protocol", "status",
                  "reason", "value", "params", "best_after_epoch", "hours", "unit", "device_name",
-                 "lhdbench", "search_trial_id", "eval_dataset", "search_dataset", "selection", "rule")
+                 "lhdbench", "search_trial_id", "eval_dataset", "search_dataset", "selection", "rule",
+                 "selection_trial_id")
 SELECTION_SUFFIX = {"magnitude": "", "perturbation": "/pt"}
 TRANSFER = ">"
 
@@ -44,6 +45,10 @@ class Trials:
     metric: str
     runs: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    # What the frame has no column for, by trial id: a done evaluation's genotype (Genotype.to_dict()
+    # form, as recorded) and a done search's arch_history (its exported weights after every epoch).
+    genotypes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arch_histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def ordered(values: Any, order: tuple[str, ...]) -> list[str]:
@@ -136,7 +141,7 @@ def _row(record: TrialRecord, metric: str) -> dict[str, Any]:
         "params": _number(record.params), "best_after_epoch": _number(record.best_after_epoch),
         "hours": hours, "unit": unit, "device_name": environment.device_name if environment else None,
         "lhdbench": environment.lhdbench if environment else None,
-        "search_trial_id": record.search_trial_id}
+        "search_trial_id": record.search_trial_id, "selection_trial_id": record.selection_trial_id}
 
 
 def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None) -> Trials:
@@ -180,7 +185,8 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
             "device_name": None, "lhdbench": None, "search_trial_id": entry.get("search_trial_id"),
             "eval_dataset": entry.get("dataset") if entry.get("phase") == "evaluate" else None,
             "search_dataset": entry.get("search_dataset") or entry.get("dataset"),
-            "selection": entry.get("selection"), "rule": entry.get("policy")}
+            "selection": entry.get("selection"), "rule": entry.get("policy"),
+            "selection_trial_id": entry.get("selection_trial_id")}
 
     known = sorted({r["protocol"] for r in rows.values() if r["protocol"]})
     if protocol is None:
@@ -202,5 +208,11 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     table = pd.DataFrame(sorted(scope, key=lambda r: r["trial_id"]), columns=list(TRIAL_COLUMNS))
     if table.empty or not (table["phase"] == "evaluate").any():
         raise ReportError(f"{storage}: no evaluation trials of protocol {protocol!r} in the store")
+    mine = {r["trial_id"] for r in scope}
+    done = {trial_id: record for trial_id, record in sorted(records.items())
+            if trial_id in mine and record.status == "done"}
     return Trials(frame=table.reset_index(drop=True), protocol=protocol, metric=metric, runs=runs,
-                  notes=notes)
+                  notes=notes,
+                  genotypes={t: r.genotype for t, r in done.items() if r.phase == "evaluate" and r.genotype},
+                  arch_histories={t: r.arch_history for t, r in done.items()
+                                  if r.phase == "search" and r.arch_history})

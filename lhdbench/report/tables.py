@@ -107,3 +107,91 @@ def cost_table(trials: Trials) -> pd.DataFrame:
                          "select_cpu_hours": _sum_hours(select, "CPU"),
                          "eval_gpu_hours": _sum_hours(ev, "GPU"), "eval_cpu_hours": _sum_hours(ev, "CPU")})
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
+
+
+BEST_COLUMNS = ("condition", "dataset", "policy", "trial_id", "baseline", "seed", "value", "params")
+RESULT_COST_COLUMNS = ("baseline", "condition", "dataset", "policy", "results", "mean", "params",
+                       "gpu_hours", "cpu_hours")
+
+
+def _done_with_value(trials: Trials) -> pd.DataFrame:
+    ev = evaluations(trials)
+    return ev[(ev["status"] == "done") & ev["value"].notna()]
+
+
+def best_architectures(trials: Trials, condition_names: list[str]) -> pd.DataFrame:
+    """Per condition (in condition order), the done evaluation with the highest metric value; equal
+    values (after rounding to COMPARE_DECIMALS) go to the lowest trial id."""
+    done = _done_with_value(trials)
+    rows = []
+    for condition in condition_names:
+        dataset, policy = condition.split("/", 1)
+        here = done[(done["dataset"] == dataset) & (done["policy"] == policy)]
+        if here.empty:
+            continue
+        best = here.assign(_key=-here["value"].round(COMPARE_DECIMALS)).sort_values(
+            ["_key", "trial_id"]).iloc[0]
+        rows.append({"condition": condition, "dataset": dataset, "policy": policy,
+                     "trial_id": best["trial_id"], "baseline": best["baseline"], "seed": int(best["seed"]),
+                     "value": float(best["value"]), "params": float(best["params"])})
+    return pd.DataFrame(rows, columns=list(BEST_COLUMNS))
+
+
+def result_costs(trials: Trials, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per cell with a result: its mean metric value and parameters (as in `cells`) and the mean hours
+    one of its results took, over its done evaluations with a value: the evaluation itself, the search
+    it trained the result of, and for a perturbation condition the selection in between (a search or a
+    selection serves several evaluations; each result is charged all of it, what obtaining that one
+    result alone would cost)."""
+    frame = trials.frame.set_index("trial_id", drop=False)
+    done = _done_with_value(trials)
+    rows = []
+    for cell in cells[cells["mean"].notna()].to_dict("records"):
+        group = done[(done["baseline"] == cell["baseline"]) & (done["dataset"] == cell["dataset"])
+                     & (done["policy"] == cell["policy"])].sort_values(["seed", "trial_id"])
+        gpu, cpu = [], []
+        for row in group.to_dict("records"):
+            ids = [row["trial_id"], row["search_trial_id"], row["selection_trial_id"]]
+            parts = frame.loc[[i for i in ids if isinstance(i, str) and i in frame.index]]
+            gpu.append(_sum_hours(parts, "GPU"))
+            cpu.append(_sum_hours(parts, "CPU"))
+        rows.append({"baseline": cell["baseline"], "condition": cell["condition"], "dataset": cell["dataset"],
+                     "policy": cell["policy"], "results": len(group), "mean": cell["mean"],
+                     "params": cell["params"], "gpu_hours": float(np.mean(gpu)),
+                     "cpu_hours": float(np.mean(cpu))})
+    return pd.DataFrame(rows, columns=list(RESULT_COST_COLUMNS))
+
+
+def cost_unit(costs: pd.DataFrame) -> str:
+    """The unit of `result_costs`' hours: `GPU`, `CPU`, or `GPU- and CPU` where both occur (summed)."""
+    gpu, cpu = bool((costs["gpu_hours"] > 0).any()), bool((costs["cpu_hours"] > 0).any())
+    return "GPU- and CPU" if gpu and cpu else "CPU" if cpu else "GPU"
+
+
+def plottable_history(history: list[dict]) -> bool:
+    """Every epoch with its number and a (20, 7) normal-cell matrix of finite, non-negative weights."""
+    try:
+        return bool(history) and all(
+            isinstance(entry.get("epoch"), int) and np.asarray(entry["normal"], dtype=float).shape == (20, 7)
+            and np.all(np.isfinite(entry["normal"])) and np.asarray(entry["normal"]).min() >= 0
+            and np.asarray(entry["normal"], dtype=float).sum() > 0 for entry in history)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def representative_searches(trials: Trials) -> list[dict]:
+    """Per baseline with an arch history (by name): the search whose history the evolution plot shows,
+    the first dataset (paper order) and then the lowest seed (then the lowest trial id). A history that
+    cannot be plotted (not the recorded format) counts as none."""
+    frame = trials.frame
+    usable = [t for t, history in trials.arch_histories.items() if plottable_history(history)]
+    searches = frame[(frame["phase"] == "search") & (frame["status"] == "done")
+                     & frame["trial_id"].isin(usable)]
+    out = []
+    for baseline in sorted(set(searches["baseline"].dropna())):
+        mine = searches[searches["baseline"] == baseline]
+        first = dataset_order(set(mine["dataset"]))[0]
+        pick = mine[mine["dataset"] == first].sort_values(["seed", "trial_id"]).iloc[0]
+        out.append({"baseline": baseline, "dataset": first, "seed": int(pick["seed"]),
+                    "trial_id": pick["trial_id"]})
+    return out
