@@ -21,10 +21,14 @@ def test_shipped_suites_have_the_issue_shapes():
     assert {s.baseline for s in extended.searches} == set(method_names())
     assert len(extended.of_phase("select")) == 3 * len(extended.searches)
     assert len(extended.of_phase("evaluate")) == 8 * len(extended.searches)
-    demo = make_plan(load_suite("smoke"))
-    assert demo.protocol.name == "smoke"
-    assert len(demo.searches) == len(method_names()) * 2 and len(demo.trials) == len(demo.searches) * 5
-    assert {t.dataset for t in demo.trials} == {"digits"}
+    demo = make_plan(load_suite("demo"))
+    assert demo.protocol.name == "demo"
+    assert len(demo.searches) == len(method_names()) and len(demo.trials) == len(demo.searches) * 5
+    assert {t.dataset for t in demo.trials} == {"digits16"} and {t.seed for t in demo.trials} == {0}
+    smoke = make_plan(load_suite("smoke"))
+    assert smoke.protocol.name == "smoke"
+    assert len(smoke.searches) == len(method_names()) * 2 and len(smoke.trials) == len(smoke.searches) * 5
+    assert {t.dataset for t in smoke.trials} == {"digits"}
 
 
 def test_trial_ids_are_stable_unique_and_tied_to_their_search():

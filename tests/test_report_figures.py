@@ -303,6 +303,42 @@ def test_transfer_and_perturbation_conditions_get_their_own_rows_and_markers(tmp
     assert [ax.get_ylabel().split("\n")[0] for ax in figure.axes[::2]] == ["cifar10", "cifar10>svhn"]
 
 
+def test_transfer_rankings_are_compared_with_both_transductive_ones(tmp_path):
+    """Kendall's tau of cifar10>svhn/base against svhn/base and cifar10/base, recomputed here from the
+    records' accuracies (means over seeds) with scipy."""
+    import json
+
+    from scipy.stats import kendalltau
+
+    synthetic_store(tmp_path / "store", methods=("darts", "gdas", "random", "drnas"),
+                    datasets=("cifar10", "svhn"), policies=("base", "4out"), epochs=2,
+                    transfer={"cifar10": ["svhn"]})
+    means: dict[tuple[str, str], list[float]] = {}
+    for path in (tmp_path / "store" / "records").glob("eval-*.json"):
+        r = json.loads(path.read_text())
+        label = r["search_dataset"] + (f">{r['dataset']}" if r["dataset"] != r["search_dataset"] else "")
+        means.setdefault((f"{label}/{r['policy']}", r["baseline"]), []).append(r["final_test_acc"])
+    methods = ["darts", "drnas", "gdas", "random"]
+
+    def ranking(condition):
+        return [np.mean(means[(condition, m)]) for m in methods]
+
+    report = build_report(tmp_path / "store")
+    rows = {r["condition"]: r for r in report.transfer.to_dict("records")}
+    assert set(rows) == {"cifar10>svhn/base", "cifar10>svhn/4out"}
+    for policy in ("base", "4out"):
+        row = rows[f"cifar10>svhn/{policy}"]
+        assert (row["target"], row["source"]) == (f"svhn/{policy}", f"cifar10/{policy}")
+        transfer = ranking(f"cifar10>svhn/{policy}")
+        for key, other in (("tau_target", f"svhn/{policy}"), ("tau_source", f"cifar10/{policy}")):
+            assert row[key] == pytest.approx(kendalltau(transfer, ranking(other)).statistic)
+    write_report(report, tmp_path / "out", command="test", formats=("md", "csv", "tex"))
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "## Statistics: transfer against transductive rankings" in text
+    assert (tmp_path / "out" / "tables" / "transfer.csv").is_file()
+    assert (tmp_path / "out" / "tables" / "transfer.tex").is_file()
+
+
 def test_new_figures_and_tables_are_byte_identical_across_processes(tmp_path):
     """Drawn twice, once in another process under another hash seed: the same bytes."""
     import os

@@ -14,7 +14,7 @@ from . import plots, render
 from .load import ReportError, Trials, file_label, load_trials, short_condition
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
-from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix
+from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix, transfer
 from .tables import (
     accuracy_matrix,
     baselines,
@@ -40,6 +40,7 @@ class Report:
     friedman: Friedman
     kendall: pd.DataFrame        # one row per pair of conditions
     kendall_matrix: pd.DataFrame
+    transfer: pd.DataFrame       # stats.TRANSFER_COLUMNS, one row per transfer condition
     discernibility: pd.DataFrame
     cost: pd.DataFrame
     best: pd.DataFrame           # tables.BEST_COLUMNS, the best evaluation per condition
@@ -84,9 +85,10 @@ def build_report(storage: str | os.PathLike, metric: str = "final", protocol: st
     matrix = accuracy_matrix(cells, names, condition_names)
     ranks = condition_ranks(matrix)
     pairs = kendall(matrix)
+    taus = kendall_matrix(pairs, condition_names)
     return Report(trials=trials, baselines=names, conditions=condition_names, cells=cells, matrix=matrix,
                   ranks=ranks, board=leaderboard(ranks), friedman=friedman(matrix, alpha), kendall=pairs,
-                  kendall_matrix=kendall_matrix(pairs, condition_names),
+                  kendall_matrix=taus, transfer=transfer(taus, condition_names),
                   discernibility=discernibility(cells, condition_names), cost=cost_table(trials),
                   best=best_architectures(trials, condition_names), result_costs=result_costs(trials, cells),
                   evolution=representative_searches(trials))

@@ -392,6 +392,29 @@ def kendall_table(report: Report, style: Style = MD) -> Table:
                  "than two in common, or one ranking all tied).", latex=True)
 
 
+def transfer_table(report: Report, style: Style = MD) -> Table:
+    def tau(value: float) -> Cell:
+        return Cell(style.none if math.isnan(value) else style.number(value))
+
+    rows = [[Cell(style.condition(r["condition"])),
+             Cell(style.condition(r["target"]) if r["target"] else style.none), tau(r["tau_target"]),
+             Cell(style.condition(r["source"]) if r["source"] else style.none), tau(r["tau_source"])]
+            for r in report.transfer.to_dict("records")]
+    if not style.tex:
+        return Table("transfer", "Each transfer condition (searched on one dataset, evaluated on another) "
+                     "against two transductive ones: Kendall's tau-b of its baseline ranking against the "
+                     "ranking of the architectures searched on the dataset it was evaluated on, and against "
+                     "the same architectures' ranking on the dataset they were searched on "
+                     f"({NONE}: not in the report, or fewer than 2 baselines in common).",
+                     ["transfer condition", "searched where evaluated", "tau", "evaluated where searched",
+                      "tau"], rows, "llrlr")
+    return Table("transfer", r"Transfer against transductive rankings (Kendall's $\tau_b$).",
+                 ["Transfer", "Searched on target", r"$\tau_b$", "Evaluated on source", r"$\tau_b$"], rows,
+                 "llrlr", note="Each transfer condition's method ranking against the ranking of the "
+                 "architectures searched on the dataset it was evaluated on, and against the same "
+                 "architectures' ranking on the dataset they were searched on.", latex=True)
+
+
 def discernibility_table(report: Report, style: Style = MD) -> Table:
     rows = []
     for r in report.discernibility.to_dict("records"):
@@ -461,6 +484,7 @@ def best_table(report: Report, style: Style = MD) -> Table:
 def all_tables(report: Report, style: Style = MD) -> list[Table]:
     return [leaderboard_table(report, style), *accuracy_tables(report, style), params_table(report, style),
             cost_table(report, style), friedman_table(report, style), kendall_table(report, style),
+            *([transfer_table(report, style)] if len(report.transfer) else []),
             discernibility_table(report, style)]
 
 
@@ -526,6 +550,9 @@ SCALE_WARNINGS = {
     "smoke": ("A smoke-scale demonstration, not the paper's numbers: the `smoke` protocol trains for "
               "2 epochs of 2 steps on 64 images with tiny networks, so these accuracies mean nothing; "
               "the leaderboard only shows the pipeline working end to end."),
+    "demo": ("A demonstration at a tiny scale, not the paper's numbers: the `demo` protocol searches for "
+             "2 epochs on 800 handwritten digits at 16x16 and trains networks of 3 cells at width 8 for "
+             "3 epochs, so its ranking is the demo's, not the benchmark's."),
 }
 
 
@@ -575,6 +602,8 @@ def markdown(report: Report, images: dict[str, str], command: str | None = None)
         out += [f"Mean tau over {len(taus)} pairs of conditions: {taus.mean():.3f} "
                 f"(min {taus.min():.3f}, max {taus.max():.3f}).", ""]
     out += _figure(images, "kendall", "Kendall's tau between the rankings of every two conditions.")
+    if len(report.transfer):
+        section("Statistics: transfer against transductive rankings", transfer_table(report))
     section("Statistics: discernibility per condition", discernibility_table(report))
     out += best_section(report, images)
     out += evolution_section(report, images)
@@ -647,6 +676,7 @@ def write_csv(report: Report, folder: Path) -> list[Path]:
              _write_frame(report.cost, folder / "cost.csv"),
              _write_frame(friedman, folder / "friedman.csv"),
              _write_frame(report.kendall, folder / "kendall.csv"),
+             *([_write_frame(report.transfer, folder / "transfer.csv")] if len(report.transfer) else []),
              _write_frame(report.discernibility, folder / "discernibility.csv"),
              _write_frame(incomplete_trials(report), folder / "incomplete.csv"),
              _write_frame(report.best.assign(metric=report.trials.metric), folder / "best_archs.csv"),

@@ -110,6 +110,33 @@ def kendall_matrix(pairs: pd.DataFrame, condition_names: list[str]) -> pd.DataFr
     return matrix
 
 
+TRANSFER_COLUMNS = ("condition", "searched_on", "evaluated_on", "target", "tau_target", "source",
+                    "tau_source")
+
+
+def transfer(pairs_matrix: pd.DataFrame, condition_names: list[str]) -> pd.DataFrame:
+    """Per transfer condition (`a>b/policy`): Kendall's tau of its ranking against the transductive
+    ranking on the dataset it was evaluated on (`b/policy`: do architectures found on a rank the methods
+    as those found on b do?) and against the one on the dataset it was searched on (`a/policy`: the same
+    architectures, other data). NaN where that condition is not in the report or tau is undefined."""
+    rows = []
+    for condition in condition_names:
+        dataset, policy = condition.split("/", 1)
+        if ">" not in dataset:
+            continue
+        source, target = dataset.split(">", 1)
+        row = {"condition": condition, "searched_on": source, "evaluated_on": target,
+               "target": f"{target}/{policy}", "source": f"{source}/{policy}"}
+        for key in ("target", "source"):
+            other = row[key]
+            known = other in pairs_matrix.index
+            row[f"tau_{key}"] = float(pairs_matrix.loc[condition, other]) if known else math.nan
+            if not known:
+                row[key] = None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+
+
 def discernibility(cells: pd.DataFrame, condition_names: list[str]) -> pd.DataFrame:
     """Per condition: how many baselines have a result, the best and worst mean, their range, and the
     median seed standard deviation (a range far above it separates the baselines)."""
