@@ -89,8 +89,9 @@ def arch_show(args: argparse.Namespace) -> int:
 
 
 def baselines_list(args: argparse.Namespace) -> int:
-    from .methods import get_method, method_names, method_source, plugin_failures
+    from .methods import add_plugin_files, get_method, method_names, method_source, plugin_failures
 
+    add_plugin_files(args.plugin or [])
     rows = []
     for name in method_names():
         cls = get_method(name)
@@ -121,7 +122,10 @@ def _protocol(args: argparse.Namespace):
 
 
 def search_command(args: argparse.Namespace) -> int:
+    from .methods import add_plugin_files
     from .search import ARCH_FILE, run_search
+
+    add_plugin_files(args.plugin or [])
 
     record = run_search(args.baseline, args.dataset, args.seed, _protocol(args), args.out,
                         device=args.device, data_root=args.data_root)
@@ -382,10 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = baselines_commands.add_parser(
         "list", help="every registered method with its description and where it comes from")
     listing.add_argument("--json", action="store_true", help="one JSON object per line per method")
+    listing.add_argument("--plugin", action="append", metavar="FILE",
+                         help="a Python file that registers a search method (repeatable)")
     listing.set_defaults(handler=baselines_list)
 
     search = commands.add_parser("search", help="run one architecture search")
-    search.add_argument("--baseline", required=True, help="search method (see the baselines folder)")
+    search.add_argument("--baseline", required=True, help="search method (lhdbench baselines list)")
+    search.add_argument("--plugin", action="append", metavar="FILE",
+                        help="a Python file that registers a search method (repeatable)")
     _add_trial_options(search)
     search.set_defaults(handler=search_command)
 

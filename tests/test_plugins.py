@@ -78,3 +78,42 @@ def test_a_broken_plugin_is_reported_and_hides_nothing(plugin_path, tmp_path):
     assert "darts " in listed.stdout and "entropy-darts" in listed.stdout
     assert "broken" in listed.stderr and "no_such_module_xyz" in listed.stderr
     assert len(listed.stderr.strip().splitlines()) == 1
+
+
+ONE_FILE = '''
+from lhdbench.methods import SearchMethod, register
+
+
+@register
+class LouderDarts(SearchMethod):
+    name = "louder-darts"
+    description = "DARTS with the architecture loss doubled (a one-file plugin of the tests)"
+    defaults = {"scale": 2.0}
+
+    def arch_loss(self, ctx, x, y):
+        return self.hparams["scale"] * super().arch_loss(ctx, x, y)
+'''
+
+
+def test_the_docs_check_of_a_one_file_plugin_works(tmp_path):
+    """docs/adding-a-baseline.md's 'Checking a new method', command by command, on a plugin file."""
+    plugin = tmp_path / "louder.py"
+    plugin.write_text(ONE_FILE)
+    env = {k: v for k, v in os.environ.items() if k != "LHDBENCH_PLUGINS"}
+    env.update(OMP_NUM_THREADS="1", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+
+    def run(*args):
+        return subprocess.run([LHDBENCH, *args], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=600)
+
+    listed = run("baselines", "list", "--plugin", str(plugin))
+    assert listed.returncode == 0 and "louder-darts" in listed.stdout and "(plugin file)" in listed.stdout
+    searched = run("search", "--plugin", str(plugin), "--baseline", "louder-darts", "--dataset", "digits",
+                   "--preset", "smoke", "--seed", "0", "--out", "one")
+    assert searched.returncode == 0, searched.stderr
+    assert json.loads((tmp_path / "one" / "record.json").read_text())["hparams"] == {"scale": 2.0}
+    benched = run("benchmark", "--suite", "smoke", "--plugin", str(plugin), "--baselines", "louder-darts",
+                  "--seeds", "0", "--policies", "base", "--executor", "serial", "--storage", "store")
+    assert benched.returncode == 0, benched.stderr
+    assert not run("search", "--baseline", "louder-darts", "--dataset", "digits", "--preset", "smoke",
+                   "--seed", "0", "--out", "two").returncode == 0  # without the file it is unknown
