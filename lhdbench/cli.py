@@ -283,8 +283,9 @@ def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
 
 def _preflight(plan, options, args: argparse.Namespace) -> None:
     """Checks that only this machine can make, so only for runs on it (not for a cluster's nodes)."""
-    from .preflight import check_datasets, check_fits_device
+    from .preflight import check_datasets, check_fits_datasets, check_fits_device
 
+    check_fits_datasets(plan)  # wherever the trials run
     local = options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
     if not local:
         return

@@ -28,6 +28,7 @@ from .environment import environment
 from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
+from .space.layout import auxiliary_head_fits
 
 # Upstream `eval/cifar100/train.py` and `eval/svhn/train.py` raise the drop-path target after every
 # epoch whose training accuracy exceeds a threshold: (threshold %, increment) up to the paper's epoch
@@ -91,6 +92,10 @@ def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset
     if done is not None:
         return done
     spec = get_dataset(dataset)
+    if protocol.evaluate.auxiliary_weight > 0 and not auxiliary_head_fits(spec.image_size):
+        raise ValueError(f"protocol {protocol.name} trains an auxiliary head, which needs images of 32x32 or "
+                         f"larger, and {dataset} is {spec.image_size}x{spec.image_size}; use a protocol "
+                         "with evaluate.auxiliary_weight: 0 for it (the demo preset has none)")
     genotype = genotype or discretize(architecture, policy)
     device = engine.pick_device(device)
     fields = {"phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,

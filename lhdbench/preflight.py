@@ -25,6 +25,23 @@ def check_datasets(plan: Plan, data_root: str | None) -> None:
             raise ValueError(problem)
 
 
+def check_fits_datasets(plan: Plan) -> None:
+    """Refuse a protocol with an auxiliary head on images too small for it (the head reads the maps
+    after the second reduction, which it needs at 8x8 or larger)."""
+    from .data.specs import DATASETS
+    from .space.layout import auxiliary_head_fits
+
+    if plan.protocol.evaluate.auxiliary_weight <= 0:
+        return
+    evaluated = dict.fromkeys(t.dataset for t in plan.trials if t.phase == "evaluate")
+    small = [d for d in evaluated if not auxiliary_head_fits(DATASETS[d].image_size)]
+    if small:
+        sizes = ", ".join(f"{d} ({DATASETS[d].image_size}x{DATASETS[d].image_size})" for d in small)
+        raise ValueError(f"protocol {plan.protocol.name} trains an auxiliary head, which needs images of "
+                         f"32x32 or larger, and {sizes} is smaller; use a protocol with "
+                         "evaluate.auxiliary_weight: 0 for it (the demo preset has none)")
+
+
 def check_fits_device(plan: Plan, has_gpu: bool) -> None:
     """Refuse a GPU-sized protocol (paper, fast) where no GPU is visible."""
     if has_gpu:

@@ -92,3 +92,34 @@ def test_help_and_version_load_neither_torch_nor_ray(argv):
     run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "LOADED []", run.stdout[-500:]
+
+
+def test_an_auxiliary_head_on_images_too_small_for_it_is_refused_before_anything_runs(tmp_path, capsys):
+    storage = tmp_path / "store"
+    assert main(["benchmark", "--suite", "smoke", "--datasets", "digits16", "--baselines", "random",
+                 "--seeds", "0", "--storage", str(storage), "--executor", "serial"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "digits16 (16x16)" in err[0] and "auxiliary_weight: 0" in err[0], err
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("image_size", [16, 20, 24, 28, 32, 36, 40])
+def test_the_auxiliary_head_check_agrees_with_the_network(image_size):
+    """auxiliary_head_fits(size) exactly when the final network's auxiliary head runs on that size."""
+    import numpy as np
+    import torch
+
+    from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
+    from lhdbench.space.layout import auxiliary_head_fits
+
+    rng = np.random.default_rng(0)
+    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
+    torch.manual_seed(0)
+    model = FinalNetwork(discretize(weights, POLICIES["base"]), 10, channels=4, layers=3,
+                         auxiliary=True).train()
+    try:
+        model(torch.randn(2, 3, image_size, image_size))
+        runs = True
+    except RuntimeError:
+        runs = False
+    assert auxiliary_head_fits(image_size) == runs
