@@ -126,8 +126,11 @@ def test_evaluation_matches_the_training_written_out(protocol, whole):
     assert record["best_test_acc"] == best["test_acc"]
     stored = final_model(whole)
     assert set(stored) == set(state)
+    # Float noise only: the two compute gradients in another order (autograd.grad against backward),
+    # and eight steps carry it to a few 1e-5 on weights of about 0.2, more on some CPUs than others. A
+    # wrong setting (learning rate, decay, momentum, clipping) moves them by 1e-3 and more.
     for name, tensor in state.items():
-        torch.testing.assert_close(stored[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(stored[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
 
 
 def test_resume_with_two_epochs_left_equals_the_uninterrupted_run(protocol, whole, tmp_path):
