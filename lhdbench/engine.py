@@ -115,7 +115,8 @@ def configure(speed: SpeedSettings, device: torch.device, seed: int) -> None:
 def autocast(speed: SpeedSettings, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of autocast contexts: bf16 on CUDA when the protocol asks for it, else a no-op."""
     if speed.precision == "bf16" and device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        # A captured graph must not reuse the cast weights of another step (PyTorch's graph docs).
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not speed.cuda_graphs)
     return contextlib.nullcontext
 
 

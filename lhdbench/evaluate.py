@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import engine
@@ -29,6 +28,7 @@ from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
 from .space.layout import auxiliary_head_fits
+from .train_step import TrainStep, make_optimizer, place_learning_rates
 
 # Upstream `eval/cifar100/train.py` and `eval/svhn/train.py` raise the drop-path target after every
 # epoch whose training accuracy exceeds a threshold: (threshold %, increment) up to the paper's epoch
@@ -112,8 +112,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
     settings, speed, spec = protocol.evaluate, protocol.speed, get_dataset(dataset)
     engine.configure(speed, device, seed)
     model = engine.prepare_model(build_network(genotype, policy, spec.num_classes, settings), speed, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings.lr, settings.momentum, settings.weight_decay,
+                               speed.cuda_graphs, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs,
                                                            eta_min=settings.lr_min)
     train_data = load_images(dataset, train=True, root=data_root).head(settings.max_train_images)
@@ -130,9 +130,12 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         "model": model, "optimizer": optimizer, "scheduler": scheduler, "train_stream": train_stream,
         "rng": GlobalRng(), "loop": loop})
     checkpointer.resume(device)
+    place_learning_rates(optimizer, device)
     history = loop.history
     forward = engine.maybe_compile(model, speed, static_graph=True)
     autocast = engine.autocast(speed, device)
+    train_step = TrainStep(model, forward, optimizer, settings.auxiliary_weight, settings.grad_clip,
+                           autocast, graphs=speed.cuda_graphs)
     bar = engine.Progress(f"evaluate {policy.name}/{dataset}/seed{seed}", settings.epochs, progress)
     spent, began = loop.wall_time_s, time.monotonic()
     if device.type == "cuda":
@@ -147,16 +150,8 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         steps = min(len(train_stream), settings.steps_per_epoch or len(train_stream))
         batches = zip(range(steps), train_stream.epoch(), strict=False)
         for _, (x, y) in bar.steps(epoch, batches, steps):
-            with autocast():
-                logits, aux_logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y)
-            if aux_logits is not None:
-                loss = loss + settings.auxiliary_weight * F.cross_entropy(aux_logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach() * y.shape[0]
+            loss, logits = train_step.step(x, y)
+            loss_sum += loss * y.shape[0]
             correct += (logits.argmax(1) == y).sum()
             count += y.shape[0]
         scheduler.step()

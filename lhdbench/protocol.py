@@ -131,6 +131,9 @@ class SpeedSettings:
     compile: bool = False  # torch.compile where the executed graph is static
     # Bit-identical reruns on CPU (torch.use_deterministic_algorithms, no cudnn.benchmark).
     deterministic: bool = False
+    # Evaluation training steps replayed from CUDA graphs (lhdbench/train_step.py; CUDA only). Equal
+    # to the plain step to float tolerance, not bitwise (fused SGD), so off by default.
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         _validate(self, "speed")
@@ -172,7 +175,9 @@ class Protocol:
         out: dict[str, Any] = {"name": self.name}
         for key in SECTIONS:
             section = getattr(self, key)
-            out[key] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+            later = LATER_DEFAULTS.get(key, {})
+            out[key] = {f.name: _plain(getattr(section, f.name)) for f in fields(section)
+                        if not (f.name in later and getattr(section, f.name) == later[f.name])}
         out["methods"] = _plain(self.methods)
         return out
 
@@ -319,9 +324,13 @@ _RULES: dict[type, dict[str, Rule]] = {
     },
     SpeedSettings: {
         "precision": choice(*PRECISIONS), "channels_last": boolean, "compile": boolean,
-        "deterministic": boolean,
+        "deterministic": boolean, "cuda_graphs": boolean,
     },
 }
+
+# Switches added after trials were first stored: left out of to_dict() while at their default, so that
+# a store's trial ids (which hash the protocol) stay what they were.
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {"speed": {"cuda_graphs": False}}
 
 for _cls, _rules in _RULES.items():  # every field has exactly one rule
     assert set(_rules) == {f.name for f in fields(_cls)}, _cls.__name__
