@@ -1,5 +1,5 @@
-"""A trial's GPU share follows what the user said and the GPU's memory, not how many GPUs an
-autoscaling cluster happens to have when the driver starts."""
+"""A trial's GPU share follows what the user said and the GPU's memory (each trial's figure from
+lhdbench.memory), not how many GPUs an autoscaling cluster happens to have when the driver starts."""
 
 import pytest
 
@@ -13,18 +13,44 @@ def plan():
     return make_plan(load_suite("smoke").narrow(baselines=["darts", "pcdarts"], seeds=[0], policies=["base"]))
 
 
+# Stand-in figures, so these tests are about the arithmetic, not the memory model (tests/test_memory.py).
+PEAKS = {("search", "darts"): 8.3, ("search", "pcdarts"): None, ("evaluate", "darts"): 3.3,
+         ("evaluate", "pcdarts"): 3.3}
+
+
+def peaks(plan):
+    return {t.trial_id: PEAKS[t.phase, t.baseline] for t in plan.trials}
+
+
 def shares(plan, **kwargs):
-    found = trial_resources(plan, RunOptions(**kwargs.pop("options", {})), **kwargs)
+    found = trial_resources(plan, RunOptions(**kwargs.pop("options", {})), peaks=peaks, **kwargs)
     return {(t.phase, t.baseline): found[t.trial_id].gpu for t in plan.trials}
 
 
-def test_shares_follow_measured_memory_and_are_whole_when_unknown(plan):
-    by_name = {(t.phase, t.baseline): t for t in plan.trials}
-    assert gpu_fraction(by_name["search", "darts"], 80.0) == 0.25  # 8.3 GB: four fit, the cap
-    assert gpu_fraction(by_name["search", "darts"], 24.0) == 0.5  # 10.4 GB with headroom: two fit
-    assert gpu_fraction(by_name["search", "darts"], 8.0) == 1.0
-    assert gpu_fraction(by_name["search", "pcdarts"], 80.0) == 1.0  # not measured yet
-    assert gpu_fraction(by_name["evaluate", "pcdarts"], 80.0) == 0.25
+def test_shares_follow_the_memory_figures_and_are_whole_when_unknown():
+    assert gpu_fraction(8.3, 80.0) == 0.25  # 8.3 GB: four fit, the cap
+    assert gpu_fraction(8.3, 24.0) == 0.5  # 10.4 GB with headroom: two fit
+    assert gpu_fraction(8.3, 8.0) == 1.0
+    assert gpu_fraction(None, 80.0) == 1.0  # no figure: a whole GPU
+    assert gpu_fraction(3.3, 80.0) == 0.25
+
+
+def test_the_runner_sizes_trials_with_the_memory_model_once_per_store(plan, tmp_path, monkeypatch):
+    from lhdbench import memory
+
+    first = trial_resources(plan, RunOptions(gpu_memory_gb=80.0), cluster_gpus=1, visible_gpu_memory_gb=None,
+                            local=False, peaks=lambda p: memory.plan_figures(p, tmp_path / "memory.json"))
+    # The smoke networks are tiny: four of each kind fit on an 80 GB GPU.
+    assert {r.gpu for r in first.values()} == {0.25}
+    assert (tmp_path / "memory.json").is_file()
+
+    def no_sizing(*args):
+        raise AssertionError("sized again")
+
+    monkeypatch.setattr(memory, "trial_gb", no_sizing)
+    again = trial_resources(plan, RunOptions(gpu_memory_gb=80.0), cluster_gpus=1, visible_gpu_memory_gb=None,
+                            local=False, peaks=lambda p: memory.plan_figures(p, tmp_path / "memory.json"))
+    assert again == first
 
 
 def test_a_cluster_without_gpus_now_still_gets_gpu_trials_when_the_user_says_so(plan):

@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from ..files import is_storage_failure
+from ..memory import MEMORY_FILE, plan_figures
 from ..methods import PLUGINS_ENV
 from ..plan import Plan, Trial
 from ..record import Resources, TrialRecord
@@ -61,13 +62,20 @@ class RayExecutor:
         try:
             cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
             self.resources = trial_resources(plan, options, cluster_gpus, _visible_gpu_memory_gb(),
-                                             local=self.address is None)
+                                             local=self.address is None, peaks=self._peaks)
         except BaseException:
             self.close()  # a refused request must not leave the instance (or its folder) behind
             raise
         if cluster_gpus == 0 and any(r.gpu for r in self.resources.values()):
             print("lhdbench: the cluster has no GPU at the moment; the trials wait for GPU nodes to join "
                   "(an autoscaling cluster adds them for the pending trials)", file=sys.stderr)
+
+    def _peaks(self, plan: Plan) -> dict[str, float | None]:
+        def announce(kinds: int) -> None:
+            print(f"lhdbench: sizing the GPU memory of {kinds} kind(s) of trial on the CPU, to pack them "
+                  "on the GPUs (once per store: kept in memory.json)", file=sys.stderr)
+
+        return plan_figures(plan, self.store.root / MEMORY_FILE, announce=announce)
 
     def run(self, dispatch: Dispatch, progress: ProgressLine) -> None:
         resources = {k: v.model_dump() for k, v in self.resources.items()}

@@ -8,6 +8,7 @@ How architecture parameters become op weights is a method's business, so `forwar
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -167,8 +168,10 @@ class Supernet(nn.Module):
         s0, s1 = self.stem_0(x), self.stem_1(x)
         cache: dict[bool, CellWeights] = {}
         for cell in self.cells:
-            # Architecture weights, their softmax and any sampling stay fp32 under autocast.
-            with torch.autocast(x.device.type, enabled=False):
+            # Architecture weights, their softmax and any sampling stay fp32 under autocast. (The meta
+            # device, on which lhdbench.memory sizes a step, has no autocast to leave.)
+            with (torch.autocast(x.device.type, enabled=False) if x.device.type != "meta"
+                  else contextlib.nullcontext()):
                 if weights_fn is not None:
                     weights = weights_fn(self, cell.reduction, temperature)
                 elif cell.reduction in cache:
