@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+MEMORY_HEADROOM = 1.25  # what the runner adds: allocator fragmentation and each process's CUDA context
 MEMORY_FILE = "memory.json"  # in the store: the figures of its kinds of trial
 EVALUATION_ARCHS = 3  # fixed random architectures per policy whose largest figure is taken
 GB = 1e9

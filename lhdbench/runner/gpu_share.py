@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ..memory import plan_figures
+from ..memory import MEMORY_HEADROOM, plan_figures
 from ..plan import Plan
 from ..record import Resources
 from .options import RunOptions
@@ -16,7 +16,6 @@ from .options import RunOptions
 # Each trial's peak GPU memory comes from lhdbench.memory, worked out on the CPU at the trial's real
 # shapes before anything runs (an upper bound: fp32 activations), and benchmarks/gpu.sh checks it
 # against the peaks measured on a GPU.
-MEMORY_HEADROOM = 1.25  # allocator fragmentation and the CUDA context of each process
 MAX_TRIALS_PER_GPU = 4  # host-bound trials overlap well, but beyond a few they contend (unmeasured)
 
 
