@@ -3,14 +3,15 @@
 * device: the GPU the numbers come from;
 * train_step_speedup: the evaluation training step, plain fp32 eager time over the fastest graphed
   variant's (gpu-train-step.json), and whether the graphed fp32 step computed the plain one;
-* packed_throughput_gain: aggregate training throughput of the most trials per GPU the runner allows
-  (runner/gpu_share.py, MAX_TRIALS_PER_GPU) over one trial's, for the fastest variant (gpu-packing.json);
+* packed_throughput_gain: the best aggregate training throughput of a GPU with at most as many trials
+  as the runner puts on one (runner/gpu_share.py, MAX_TRIALS_PER_GPU), over one trial's of the same
+  variant (gpu-packing.json);
 * search_step_speedup: the search step, reference cell fp32 over the fastest fused variant
   (gpu-throughput-search.json);
 * suite_gpu_hours: the lhd suite with the paper protocol, from lhdbench's own estimate (the step times
-  in conditions/measurements.yaml, one trial per GPU) with the evaluations' training steps scaled by the
-  measured speed-up and packing gain, and the searches by the measured search speed-up against the
-  search step the estimate uses.
+  in conditions/measurements.yaml, one trial per GPU) with the evaluations' plain training step replaced
+  by the GPU's best packed throughput, and the searches scaled by the fastest measured search step
+  against the one the estimate uses.
 
 A key whose measurement is missing is null, and `missing` says which file it needed.
 
@@ -52,13 +53,18 @@ def main() -> None:
                                        "equality_fp32": train["equality_fp32"]}
     else:
         summary["missing"].append("gpu-train-step.json")
-    if packing and packing.get("gain"):
-        variant = fastest_train if fastest_train in packing["gain"] else next(iter(packing["gain"]))
-        gains = packing["gain"][variant]
-        count = str(max((int(c) for c in gains if int(c) <= MAX_TRIALS_PER_GPU), default=1))
-        summary["packed_throughput_gain"] = gains[count]
-        summary["details"]["packing"] = {"variant": variant, "trials_per_gpu": int(count),
-                                         "gains": packing["gain"]}
+    best_packed = None  # (aggregate images/s, variant, trials per GPU)
+    if packing and packing.get("runs"):
+        for variant, runs in packing["runs"].items():
+            for count, run in runs.items():
+                if int(count) <= MAX_TRIALS_PER_GPU and "1" in runs:
+                    candidate = (run["aggregate_images_per_s"], variant, int(count))
+                    best_packed = max(best_packed or candidate, candidate)
+    if best_packed:
+        rate, variant, count = best_packed
+        summary["packed_throughput_gain"] = rate / packing["runs"][variant]["1"]["aggregate_images_per_s"]
+        summary["details"]["packing"] = {"variant": variant, "trials_per_gpu": count,
+                                         "aggregate_images_per_s": rate, "gains": packing.get("gain")}
         summary["device"] = summary["device"] or packing.get("device")
     else:
         summary["missing"].append("gpu-packing.json")
@@ -82,9 +88,11 @@ def main() -> None:
             hours[cost.trial.phase] = hours.get(cost.trial.phase, 0.0) + cost.seconds / 3600
     entry = measurements().get("paper", {}).get("gpu", {})
     eval_factor = search_factor = None
-    if summary["train_step_speedup"] and summary["packed_throughput_gain"]:
-        # The estimate's training step is the plain fp32 one; graphs and packing divide it.
-        eval_factor = 1 / (summary["train_step_speedup"] * summary["packed_throughput_gain"])
+    if best_packed and train:
+        # The estimate's training step is the plain fp32 one of a trial alone on its GPU: the GPU's
+        # best packed throughput (of any variant, at most MAX_TRIALS_PER_GPU trials) divides it.
+        plain_alone = 64 / train["variants"]["plain"]["step_s"]
+        eval_factor = plain_alone / best_packed[0]
     if "search" in summary["details"]:
         used = entry.get("search", {}).get("darts", {}).get("seconds")
         fastest = min(summary["details"]["search"]["step_s"].values())
