@@ -4,6 +4,7 @@ measured peak within the headroom it adds, and must not be so far above it that 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,6 +13,8 @@ from lhdbench.protocol import load_protocol
 from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
 
 DEVICE = torch.device("cuda", 0) if torch.cuda.is_available() else None
+pytestmark = pytest.mark.skipif(DEVICE is None,
+                                reason="needs a CUDA GPU (benchmarks/gpu.sh runs these on one)")
 
 
 class Logits:

@@ -16,6 +16,8 @@ from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
 from lhdbench.train_step import TrainStep, make_optimizer
 
 DEVICE = torch.device("cuda", 0) if torch.cuda.is_available() else None
+pytestmark = pytest.mark.skipif(DEVICE is None,
+                                reason="needs a CUDA GPU (benchmarks/gpu.sh runs these on one)")
 
 
 def network() -> FinalNetwork:
