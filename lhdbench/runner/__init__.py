@@ -74,7 +74,8 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
             print(f"lhdbench: {line}", file=sys.stderr)
         store.add_to_plan(plan.run_entry(), {t.trial_id: {**t.to_dict(), "protocol": plan.protocol.name}
                                              for t in plan.trials})
-        progress = ProgressLine(dispatch, progress_stream)
+        progress = ProgressLine(dispatch, progress_stream,
+                                started=store.is_running if executor is not None else None)
         progress.update()
         try:
             if executor is not None:

@@ -1,10 +1,14 @@
-"""The run's progress line: done / running / failed / pending, the running trials and an ETA."""
+"""The run's progress line: done / running / failed / pending, the running trials and an ETA.
+
+With Ray, a trial handed to Tune may wait for a free CPU or GPU before it starts; given `started`
+(whether a trial's process holds its lock), the line counts those as queued, not running."""
 
 from __future__ import annotations
 
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .dispatch import Dispatch
@@ -28,8 +32,9 @@ def duration(seconds: float) -> str:
 class ProgressLine:
     """The run's counts on stderr: rewritten in place on a terminal, one line per change otherwise."""
 
-    def __init__(self, dispatch: Dispatch, stream: Any = None) -> None:
-        self.dispatch, self.stream = dispatch, stream or sys.stderr
+    def __init__(self, dispatch: Dispatch, stream: Any = None,
+                 started: Callable[[str], bool] | None = None) -> None:
+        self.dispatch, self.stream, self.has_started = dispatch, stream or sys.stderr, started
         self.tty = self.stream.isatty()
         self.started = time.monotonic()
         self.last: Any = None
@@ -38,19 +43,29 @@ class ProgressLine:
         d = self.dispatch
         finished = d.counts["done"] + d.counts["failed"]
         pending = d.to_run
+        live = self.live()
+        queued = len(d.running) - len(live)
         line = (f"done {d.counts['done'] + d.skipped}/{len(d.plan.trials)}"
-                f" ({d.skipped} before this run) | running {len(d.running)}"
-                f" | failed {d.counts['failed']} | pending {pending}")
+                f" ({d.skipped} before this run) | running {len(live)}"
+                + (f" (+{queued} queued)" if queued else "")
+                + f" | failed {d.counts['failed']} | pending {pending}")
         elapsed = time.monotonic() - self.started
         if finished and (pending or d.running):
             eta = elapsed / finished * (pending + len(d.running))
             line += f" | ETA {duration(eta)}"
         line += f" | {duration(elapsed)} elapsed"
-        if d.running:
-            names = [label(t) for t in list(d.running)[:SHOWN_RUNNING]]
-            more = len(d.running) - len(names)
+        if live:
+            names = [label(t) for t in live[:SHOWN_RUNNING]]
+            more = len(live) - len(names)
             line += f" | now: {', '.join(names)}" + (f" +{more}" if more else "")
         return line
+
+    def live(self) -> list[str]:
+        """The handed-out trials that have started (all of them without `started`)."""
+        running = list(self.dispatch.running)
+        if self.has_started is None:
+            return running
+        return [t for t in running if self.has_started(t)]
 
     def update(self, force: bool = False) -> None:
         line = self.counts_line()
