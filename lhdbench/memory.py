@@ -80,7 +80,7 @@ def _random_weights(seed: int):
     return ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
 
 
-class _Logits:
+class Logits:
     """Calls a network and keeps what the loss reads (the logits and any auxiliary logits)."""
 
     def __init__(self, module) -> None:
@@ -115,7 +115,7 @@ def evaluation_gb(policy: str, dataset: str, batch_size: int, layers: int | None
             model = build_network(genotype, rule, spec.num_classes, settings).train()
             model.drop_path_prob = 0.2 if drop_path else 0.0
             x = torch.empty(batch_size, 3, spec.image_size, spec.image_size)
-        peaks.append(step_memory(_Logits(model), (x,)).peak_gb)
+        peaks.append(step_memory(Logits(model), (x,)).peak_gb)
     return max(peaks)
 
 
@@ -130,6 +130,7 @@ def search_gb(baseline: str, dataset: str, protocol_json: str) -> float:
     from .methods import get_method
     from .methods.settings import resolve_settings
     from .protocol import protocol_from_dict
+    from .search import _MethodForward
     from .space import Supernet
 
     protocol = protocol_from_dict(json.loads(protocol_json))
@@ -141,23 +142,12 @@ def search_gb(baseline: str, dataset: str, protocol_json: str) -> float:
         x = torch.empty(settings.batch_size, 3, spec.image_size, spec.image_size)
         supernet = method.build_supernet(spec.num_classes).train()
         try:
-            return step_memory(_Logits(_MethodStep(method, supernet)), (x,)).peak_gb
+            return step_memory(Logits(_MethodForward(method, supernet)), (x,)).peak_gb
         except Exception:  # noqa: BLE001 - a method that reads values on the host (GDAS samples there)
             # Its supernet's plain mixture: every op on every edge, so at least what a sampling step
             # keeps.
             plain = Supernet(spec.num_classes, settings.init_channels, settings.layers).train()
-            return step_memory(_Logits(plain), (x,)).peak_gb
-
-
-class _MethodStep:
-    def __init__(self, method, supernet) -> None:
-        self.method, self.supernet = method, supernet
-
-    def parameters(self):
-        return self.supernet.parameters()
-
-    def __call__(self, images):
-        return self.method.forward(self.supernet, images)
+            return step_memory(Logits(plain), (x,)).peak_gb
 
 
 def _key(trial, protocol) -> str | None:

@@ -44,7 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def reference_archs_dir() -> Path:
-    """Where the upstream `.pl` files are expected: ``<checkout>/../shared/lhd-reference-archs``."""
+    """Where the upstream `.pl` files are expected: ``$LHDBENCH_REFERENCE_ARCHS``, else
+    ``<checkout>/../shared/lhd-reference-archs``."""
+    if os.environ.get("LHDBENCH_REFERENCE_ARCHS"):
+        return Path(os.environ["LHDBENCH_REFERENCE_ARCHS"])
     return Path(__file__).resolve().parents[1].parent / "shared" / "lhd-reference-archs"
 
 

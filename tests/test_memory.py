@@ -10,28 +10,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import random_arch_weights
 
-from lhdbench.memory import plan_figures, step_memory
+from lhdbench.memory import Logits, plan_figures, step_memory
 from lhdbench.plan import load_suite, make_plan
-from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, Supernet, discretize
+from lhdbench.space import POLICIES, FinalNetwork, Supernet, discretize
 
 
 def genotype(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
-    return discretize(weights, POLICIES["base"])
-
-
-class Logits:
-    def __init__(self, module):
-        self.module = module
-
-    def parameters(self):
-        return self.module.parameters()
-
-    def __call__(self, x):
-        out = self.module(x)
-        return out if not isinstance(out, tuple) else [o for o in out if o is not None]
+    return discretize(random_arch_weights(np.random.default_rng(seed)), POLICIES["base"])
 
 
 def saved_on_cpu(module, x) -> int:

@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_arch_weights
 from torch import nn
 
 from lhdbench.evaluate import run_evaluation
 from lhdbench.protocol import load_protocol
-from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
+from lhdbench.space import POLICIES, FinalNetwork, discretize
 from lhdbench.train_step import TrainStep, make_optimizer
 
 LR, MOMENTUM, DECAY, CLIP, AUX = 0.1, 0.9, 3e-4, 5.0, 0.4
 
 
 def network(seed: int = 0) -> FinalNetwork:
-    rng = np.random.default_rng(seed)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
+    weights = random_arch_weights(np.random.default_rng(seed))
     torch.manual_seed(seed)
     return FinalNetwork(discretize(weights, POLICIES["base"]), 10, channels=4, layers=5, auxiliary=True)
 
@@ -126,24 +126,29 @@ def test_the_cuda_graphs_switch_leaves_existing_trial_ids_alone():
         assert on.to_dict()["speed"]["cuda_graphs"] is True and on.to_dict() != protocol.to_dict()
 
 
-def test_an_evaluation_in_the_graph_ready_form_resumes_exactly(tmp_path):
-    """Stopped after the first of four epochs (three left), resumed: the same record as a run through."""
-    rng = np.random.default_rng(3)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
-    protocol = load_protocol("smoke").replace(evaluate={"epochs": 4}, speed={"cuda_graphs": True})
+def stopped_and_resumed(protocol, tmp_path, device: str):
+    """An evaluation of four epochs run through, and one stopped after its first epoch (three left,
+    as Ctrl-C would: no record, the checkpoint kept) and resumed: (whole, resumed) records."""
+    weights = random_arch_weights(np.random.default_rng(3))
     whole = run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "whole",
-                           device="cpu", progress=False)
+                           device=device, progress=False)
 
-    def stop_after_first(entry):  # as Ctrl-C would: no record, the checkpoint kept
+    def stop_after_first(entry):
         if entry["epoch"] == 0:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "part", device="cpu",
+        run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "part", device=device,
                        progress=False, on_epoch=stop_after_first)
     resumed = run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "part",
-                             device="cpu", progress=False)
+                             device=device, progress=False)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    return whole, resumed
+
+
+def test_an_evaluation_in_the_graph_ready_form_resumes_exactly(tmp_path):
+    protocol = load_protocol("smoke").replace(evaluate={"epochs": 4}, speed={"cuda_graphs": True})
+    whole, resumed = stopped_and_resumed(protocol, tmp_path, "cpu")
     keep = ("history", "final_test_acc", "best_test_acc", "params")
     a, b = json.loads(whole.model_dump_json()), json.loads(resumed.model_dump_json())
     assert {k: a[k] for k in keep} == {k: b[k] for k in keep}

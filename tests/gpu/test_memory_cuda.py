@@ -7,31 +7,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_arch_weights
 
-from lhdbench.memory import MEMORY_HEADROOM, search_gb, step_memory
+from lhdbench.memory import MEMORY_HEADROOM, Logits, search_gb, step_memory
 from lhdbench.protocol import load_protocol
-from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
+from lhdbench.space import POLICIES, FinalNetwork, discretize
 
 DEVICE = torch.device("cuda", 0) if torch.cuda.is_available() else None
 pytestmark = pytest.mark.skipif(DEVICE is None,
                                 reason="needs a CUDA GPU (benchmarks/gpu.sh runs these on one)")
 
 
-class Logits:
-    def __init__(self, module):
-        self.module = module
-
-    def parameters(self):
-        return self.module.parameters()
-
-    def __call__(self, x):
-        return [o for o in self.module(x) if o is not None]
-
-
 def test_the_evaluation_figure_covers_the_measured_peak():
-    rng = np.random.default_rng(0)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
-    genotype = discretize(weights, POLICIES["base"])
+    genotype = discretize(random_arch_weights(np.random.default_rng(0)), POLICIES["base"])
     with torch.device("meta"):
         meta = FinalNetwork(genotype, 10, 36, 20).train()
         meta.drop_path_prob = 0.2

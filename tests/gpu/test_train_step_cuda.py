@@ -9,10 +9,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import random_arch_weights
+from test_train_step import stopped_and_resumed
 
-from lhdbench.evaluate import run_evaluation
 from lhdbench.protocol import load_protocol
-from lhdbench.space import POLICIES, ArchWeights, FinalNetwork, discretize
+from lhdbench.space import POLICIES, FinalNetwork, discretize
 from lhdbench.train_step import TrainStep, make_optimizer
 
 DEVICE = torch.device("cuda", 0) if torch.cuda.is_available() else None
@@ -21,8 +22,7 @@ pytestmark = pytest.mark.skipif(DEVICE is None,
 
 
 def network() -> FinalNetwork:
-    rng = np.random.default_rng(0)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
+    weights = random_arch_weights(np.random.default_rng(0))
     torch.manual_seed(0)
     return FinalNetwork(discretize(weights, POLICIES["base"]), 10, 16, 8).to(DEVICE).train()
 
@@ -81,22 +81,8 @@ def test_drop_path_masks_are_drawn_afresh_on_every_replay_and_switching_it_on_ca
 
 
 def test_a_graphed_evaluation_resumes_like_an_uninterrupted_one(tmp_path):
-    rng = np.random.default_rng(3)
-    weights = ArchWeights.from_logits(*(rng.normal(size=s) for s in ((20, 7), (20, 7), (2, 5), (2, 5))))
     protocol = load_protocol("smoke").replace(evaluate={"epochs": 4, "steps_per_epoch": 6},
                                               speed={"cuda_graphs": True})
-    whole = run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "whole",
-                           device="cuda", progress=False)
-
-    def stop_after_first(entry):
-        if entry["epoch"] == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "part", device="cuda",
-                       progress=False, on_epoch=stop_after_first)
-    resumed = run_evaluation(weights, POLICIES["base"], "digits", 0, protocol, tmp_path / "part",
-                             device="cuda", progress=False)
-    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    whole, resumed = stopped_and_resumed(protocol, tmp_path, "cuda")
     for a, b in zip(whole.history, resumed.history, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
