@@ -247,6 +247,14 @@ def benchmark_command(args: argparse.Namespace) -> int:
         print(f"lhdbench: stopped; finished trials are stored. Rerun the same command to resume "
               f"(`lhdbench status --storage {storage}` shows where it stands).", file=sys.stderr)
         return 130
+    if dispatch.stopping:
+        from .runner import STOPPED_EXIT
+
+        print(f"lhdbench: stopped on {dispatch.stop.signal_name}: this run finished "
+              f"{dispatch.counts['done']} trial(s), {dispatch.to_run} of {len(plan.trials)} are left "
+              f"({dispatch.stopped} stopped at a checkpoint, to resume from it); rerun the same command "
+              "to go on.", file=sys.stderr)
+        return STOPPED_EXIT
     failed = dispatch.counts["failed"]
     if failed:
         print(f"lhdbench: {failed} trial(s) failed; `lhdbench status --storage {storage}` lists the "

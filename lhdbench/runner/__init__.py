@@ -2,7 +2,8 @@
 trials (`ray_tune`), with retries, and an evaluation started as soon as its own search is done.
 
 `run_plan` checks everything it can before it writes anything (the storage folder, its file locking,
-the device, the Ray cluster), then records the plan and runs it.
+the device, the Ray cluster), then records the plan and runs it. SIGUSR1 or SIGTERM stops it at the
+running trials' next checkpoints (`stop.py`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from ..store import Store
 from .dispatch import Dispatch
 from .options import DEFAULT_RETRIES, TRACKERS, RunOptions
 from .progress import ProgressLine
+from .stop import STOPPED_EXIT, StopRequest
 from .trial import run_trial
 
-__all__ = ["DEFAULT_RETRIES", "Dispatch", "RunOptions", "run_plan", "run_trial"]
+__all__ = ["DEFAULT_RETRIES", "STOPPED_EXIT", "Dispatch", "RunOptions", "run_plan", "run_trial"]
 
 
 def check_options(options: RunOptions) -> None:
@@ -49,15 +51,15 @@ def check_options(options: RunOptions) -> None:
 def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None = None,
              progress_stream: Any = None, announce: Callable[[], None] | None = None) -> Dispatch:
     """Run every trial of `plan` that the store does not hold as done. Returns the bookkeeping,
-    whose `counts` say what this run finished and failed. `announce` is called once every check has
-    passed, just before the first write."""
+    whose `counts` say what this run finished and failed, and `stopping` whether a stop signal ended
+    it early. `announce` is called once every check has passed, just before the first write."""
     options = options or RunOptions()
     store = Store(storage)
     store.check_usable()
     check_options(options)
     store.check_locking()
     store.read_plan()  # a broken plan.json is an error now, not after the run started
-    dispatch = Dispatch(plan, store)
+    dispatch = Dispatch(plan, store, stop=StopRequest(store.root))
     executor = None
     if options.executor == "ray" and dispatch.to_run:
         from .ray_cluster import cluster_address, prepare_environment
@@ -78,12 +80,13 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
                                 started=store.is_running if executor is not None else None)
         progress.update()
         try:
-            if executor is not None:
-                executor.run(dispatch, progress)
-            elif options.executor == "serial":
-                from .serial import run_serial
+            with dispatch.stop.on_signals(note=progress.note):
+                if executor is not None:
+                    executor.run(dispatch, progress)
+                elif options.executor == "serial":
+                    from .serial import run_serial
 
-                run_serial(plan, store, dispatch, options, progress)
+                    run_serial(plan, store, dispatch, options, progress)
         finally:
             progress.update(force=True)
             progress.close()

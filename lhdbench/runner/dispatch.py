@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..plan import Plan, Trial
 from ..record import TrialRecord
 from ..store import Store
+from .stop import StopRequest
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Dispatch:
     running: dict[str, Trial] = field(default_factory=dict)  # in the order they started
     counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "failed": 0})
     skipped: int = 0  # done before this run
+    stop: StopRequest | None = None  # once requested, nothing more is handed out
+    stopped: int = 0  # trials that stopped at a checkpoint on the request, to resume in a later run
 
     def __post_init__(self) -> None:
         records = self.store.records()
@@ -42,8 +45,12 @@ class Dispatch:
     def to_run(self) -> int:
         return len(self.ready) + sum(map(len, self.waiting.values()))
 
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.requested
+
     def next_trial(self) -> Trial | None:
-        if not self.ready:
+        if not self.ready or self.stopping:
             return None
         trial = self.ready.popleft()
         self.running[trial.trial_id] = trial
@@ -51,6 +58,12 @@ class Dispatch:
 
     def exhausted(self) -> bool:
         return not self.ready and not self.running
+
+    def set_back(self, trial: Trial) -> None:
+        """A trial that stopped at a checkpoint on the stop request: pending again, not finished."""
+        self.running.pop(trial.trial_id, None)
+        self.ready.appendleft(trial)
+        self.stopped += 1
 
     def finish(self, trial: Trial, record: TrialRecord) -> None:
         self.running.pop(trial.trial_id, None)

@@ -31,6 +31,7 @@ from .gpu_share import trial_resources
 from .options import RunOptions
 from .progress import ProgressLine
 from .ray_cluster import LOOPBACK_ENV, PrivateInstance, check_cluster, cluster_address
+from .stop import StopRequested
 from .trial import run_trial
 
 
@@ -82,7 +83,8 @@ class RayExecutor:
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trial, trials={t.trial_id: t.to_dict() for t in self.plan.trials},
                                  protocol=self.plan.protocol.to_dict(), storage=str(self.store.root),
-                                 resources=resources, data_root=self.options.data_root),
+                                 resources=resources, data_root=self.options.data_root,
+                                 stop_file=str(dispatch.stop.path) if dispatch.stop else None),
             lambda config: tune.PlacementGroupFactory([_bundle(resources[config["trial"]])]))
         # Tune's own console tables and per-attempt tracebacks would bury the progress line; a failing
         # trial gets one line of its own from the searcher, with the reason its record holds.
@@ -100,12 +102,12 @@ class RayExecutor:
                 name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                 storage_path=str(self.store.root / "ray"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=self.options.retries),
-                callbacks=[_ProgressCallback(progress), *trackers(self.options.log_to, self.plan,
-                                                                   self.store)]))
+                callbacks=[_ProgressCallback(progress, dispatch), *trackers(self.options.log_to, self.plan,
+                                                                             self.store)]))
         tuner.fit()
         if searcher.fatal is not None:
             raise searcher.fatal
-        if not dispatch.exhausted():
+        if not dispatch.exhausted() and not dispatch.stopping:
             # Tune stops early only when asked to (Ctrl-C): the store holds what finished.
             raise KeyboardInterrupt
 
@@ -169,11 +171,18 @@ def _bundle(resources: dict[str, float]) -> dict[str, float]:
 
 
 def _tune_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]], protocol: dict[str, Any],
-                storage: str, resources: dict[str, dict[str, float]], data_root: str | None) -> None:
-    """One Ray Tune trial. A failure was recorded by run_trial; raising it makes Tune retry."""
+                storage: str, resources: dict[str, dict[str, float]], data_root: str | None,
+                stop_file: str | None = None) -> None:
+    """One Ray Tune trial. A failure was recorded by run_trial; raising it makes Tune retry. Once the
+    driver was asked to stop (its stop file exists) it stops after its next checkpoint, or does not
+    start at all."""
     from ..engine import TrialFailed
 
     trial = Trial(**trials[config["trial"]])
+    stop = (lambda: os.path.exists(stop_file)) if stop_file else None
+    if stop is not None and stop():
+        tune.report({"stopped": 1.0})
+        return
 
     def report(entry: dict[str, Any]) -> None:
         # Every epoch's numbers, so that Tune's logger callbacks (TensorBoard, MLflow, W&B) see them.
@@ -182,7 +191,10 @@ def _tune_trial(config: dict[str, Any], *, trials: dict[str, dict[str, Any]], pr
 
     try:
         record = run_trial(trial, protocol, storage, resources=Resources(**resources[trial.trial_id]),
-                           data_root=data_root, on_epoch=report)
+                           data_root=data_root, on_epoch=report, stop=stop)
+    except StopRequested:
+        tune.report({"stopped": 1.0})
+        return
     except OSError as error:
         if not is_storage_failure(error):
             raise
@@ -209,13 +221,16 @@ class _PlanSearcher(Searcher):
             return self.FINISHED
         trial = self.dispatch.next_trial()
         if trial is None:
-            return self.FINISHED if self.dispatch.exhausted() else None
+            return self.FINISHED if self.dispatch.exhausted() or self.dispatch.stopping else None
         self.live[trial_id] = trial
         return {"trial": trial.trial_id}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
         if trial is None:
+            return
+        if result and result.get("stopped"):
+            self.dispatch.set_back(trial)  # at a checkpoint, on the stop request: the next run resumes it
             return
         if result and result.get("storage_error"):
             number, message, filename = result["storage_error"]
@@ -224,6 +239,11 @@ class _PlanSearcher(Searcher):
             return
         try:
             record = self.store.read_record(trial.trial_id)
+            if record is None and self.dispatch.stopping:
+                # Died while the run stops (a pre-emption's SIGTERM reaches Ray's processes too): it
+                # resumes from its last checkpoint next time, like a stopped trial; no failure.
+                self.dispatch.set_back(trial)
+                return
             if record is None:
                 # The trial's process died before it could write (killed, or out of host memory).
                 record = TrialRecord.died(trial.to_dict(), self.plan.protocol.to_dict(),
@@ -243,8 +263,13 @@ class _PlanSearcher(Searcher):
 
 
 class _ProgressCallback(tune.Callback):
-    def __init__(self, progress: ProgressLine) -> None:
-        self.progress = progress
+    def __init__(self, progress: ProgressLine, dispatch: Dispatch) -> None:
+        self.progress, self.dispatch = progress, dispatch
+
+    def setup(self, **info: Any) -> None:
+        # Tune has just set a SIGUSR1 handler of its own (it ends the run at once): take it back.
+        if self.dispatch.stop is not None:
+            self.dispatch.stop.install()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self.progress.update()

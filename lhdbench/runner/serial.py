@@ -9,6 +9,7 @@ from ..store import Store
 from .dispatch import Dispatch
 from .options import RunOptions
 from .progress import ProgressLine
+from .stop import StopRequested
 from .trial import run_trial
 
 
@@ -20,11 +21,16 @@ def run_serial(plan: Plan, store: Store, dispatch: Dispatch, options: RunOptions
     protocol = plan.protocol.to_dict()
     while (trial := dispatch.next_trial()) is not None:
         progress.update()
-        for _ in range(options.retries + 1):
-            record = run_trial(trial, protocol, store.root, resources=resources,
-                               data_root=options.data_root, device=options.device)
-            if record.status == "done":
-                break
+        try:
+            for _ in range(options.retries + 1):
+                record = run_trial(trial, protocol, store.root, resources=resources,
+                                   data_root=options.data_root, device=options.device,
+                                   stop=lambda: dispatch.stopping)
+                if record.status == "done":
+                    break
+        except StopRequested:
+            dispatch.set_back(trial)
+            break
         if record.status != "done":
             progress.note(f"lhdbench: trial {trial.trial_id} failed: {record.reason}")
         dispatch.finish(trial, record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import RECORD_FILE, EpochCallback, TrialFailed, TrialMismatch, one_line_reason
@@ -17,16 +18,20 @@ from ..files import is_storage_failure
 from ..plan import Trial
 from ..record import InvalidRecord, Resources, TrialRecord, Worker, read_record
 from ..store import Store
+from .stop import StopRequested
 
 
 def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike, *,
               resources: Resources | None = None, data_root: str | None = None,
-              device: str | None = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
+              device: str | None = None, on_epoch: EpochCallback | None = None,
+              stop: Callable[[], bool] | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one planned trial and store its record.
 
     Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
     reason. Interrupts propagate and write nothing, so the checkpoint resumes. A full or read-only
-    storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops."""
+    storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops.
+    `stop` is asked after every epoch checkpoint; once it says yes the trial raises StopRequested there
+    (logged as a `stopped` event, no record), and the next run resumes it from that checkpoint."""
     import torch
 
     from ..protocol import protocol_from_dict
@@ -45,6 +50,7 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         who = {"host": socket.gethostname(), "pid": os.getpid(),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
+        on_epoch = _stopping_after_checkpoints(on_epoch, stop)
         try:
             parsed = protocol_from_dict(protocol, name=protocol["name"])
             try:
@@ -54,6 +60,10 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
                 # another version of lhdbench: set its files aside and start the trial over.
                 _set_aside_folder(store, trial.trial_id, mismatch)
                 record = _run_phase(trial, parsed, store, data_root, device, on_epoch)
+        except StopRequested:
+            store.log_event(trial.trial_id, {"event": "stopped", "attempt": attempt, "time": time.time(),
+                                             **who})
+            raise
         except Exception as error:  # noqa: BLE001 - any error of one trial is its recorded failure
             if is_storage_failure(error):
                 raise  # the storage, not the trial: the run stops (see the executors)
@@ -65,6 +75,21 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         store.log_event(trial.trial_id, {"event": record.status, "attempt": attempt, "time": finished,
                                          **who})
         return record
+
+
+def _stopping_after_checkpoints(on_epoch: EpochCallback | None,
+                                stop: Callable[[], bool] | None) -> EpochCallback | None:
+    """The loops call on_epoch right after writing each epoch's checkpoint: the place to stop."""
+    if stop is None:
+        return on_epoch
+
+    def after_checkpoint(entry: dict[str, Any]) -> None:
+        if on_epoch is not None:
+            on_epoch(entry)
+        if stop():
+            raise StopRequested(f"stopped on request after epoch {entry.get('epoch')}")
+
+    return after_checkpoint
 
 
 def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
