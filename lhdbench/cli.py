@@ -453,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serial: e.g. cpu or cuda:0 (default: first GPU, else CPU); ray: cpu only")
     bench.set_defaults(handler=benchmark_command)
 
+    from .slurm.submit import add_slurm_command
+
+    add_slurm_command(commands, bench)  # `lhdbench slurm`: every benchmark option, and the job's own
+
     status = commands.add_parser("status", help="counts of a store's trials and the failures")
     status.add_argument("--storage", required=True, help="results store folder")
     status.add_argument("--json", action="store_true",

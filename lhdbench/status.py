@@ -32,7 +32,11 @@ def store_status(storage: str | os.PathLike) -> dict[str, Any]:
             failed.append({"trial_id": trial_id, "reason": record.reason, "attempts": record.attempts})
         else:
             counts["pending"] += 1
-    return {**counts, "failed_trials": failed, "invalid_records": invalid, "storage": str(store.root)}
+    summary = {**counts, "failed_trials": failed, "invalid_records": invalid, "storage": str(store.root)}
+    from .slurm.chain import chain_summary
+
+    slurm = chain_summary(store.root)  # only for a store submitted with `lhdbench slurm`
+    return {**summary, "slurm": slurm} if slurm is not None else summary
 
 
 def format_status(summary: dict[str, Any]) -> str:
@@ -40,4 +44,8 @@ def format_status(summary: dict[str, Any]) -> str:
              f"{summary['failed']} failed, {summary['running']} running, {summary['pending']} pending"]
     for failure in summary["failed_trials"]:
         lines.append(f"  failed {failure['trial_id']} (attempts {failure['attempts']}): {failure['reason']}")
+    if summary.get("slurm"):
+        from .slurm.chain import format_chains
+
+        lines += format_chains(summary["slurm"])
     return "\n".join(lines)
