@@ -180,6 +180,10 @@ def begin_job(store: Store, number: int, token: str) -> int:
         f"{total} trials done, {total - done} left"
         + (f"; next job {follow_up} submitted, to start once this one has ended" if follow_up else ""))
     if done >= total:
+        with updating(store.root) as data:
+            chain = find_chain(data, number)
+            entry = next(j for j in chain["jobs"] if j.get("job_id") == me)
+            entry.update(ended_at=time.time(), done_at_end=done, outcome="nothing left")
         say("nothing left to run")
         return NOTHING_LEFT
     return 0
