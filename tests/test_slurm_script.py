@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,51 @@ def test_status_shows_the_chain_without_slurm(tmp_path, monkeypatch):
     assert "job 12       ended       stopped on SIGUSR1; finished 1 trial(s); on n1" in text
     assert "waits for afterany:12" in text
     assert chain_summary(tmp_path / "nothing") is None and format_chains({"chains": []}) == []
+
+
+@pytest.mark.slow
+def test_a_ray_node_joins_labelled_a_missing_node_is_named_and_sigterm_leaves_nothing(tmp_path):
+    """One Ray node as a job runs it (no Slurm needed): the head is labelled with its Slurm node name,
+    the wait names the node that did not join, and SIGTERM ends every process of it and its folder."""
+    from lhdbench.slurm.job import await_nodes
+
+    job = f"t{os.getpid()}"
+    store = tmp_path / "store"
+    (store / "slurm").mkdir(parents=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+           "LHDBENCH_HEAD_IP": "127.0.0.1", "SLURMD_NODENAME": "n1", "SLURM_JOB_ID": job}
+    head = subprocess.Popen([sys.executable, "-m", "lhdbench.slurm.job", "--storage", str(store), "--chain",
+                             "1", "ray-node", "head", "--cpus", "1", "--address-file",
+                             str(tmp_path / "address")], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "address").exists():
+            assert head.poll() is None and time.monotonic() < deadline, (store / "slurm").iterdir()
+            time.sleep(0.2)
+        address = (tmp_path / "address").read_text().strip()
+        assert address.startswith("127.0.0.1:")
+        await_nodes(address, ["n1"], timeout=60)
+        with pytest.raises(JobStepError, match=rf"^Ray on node\(s\) n7 did not join the head at {address} "
+                                               r"within 2 s"):
+            await_nodes(address, ["n1", "n7"], timeout=2)
+        folders = [f"/tmp/{n}" for n in os.listdir("/tmp") if n.startswith(f"lhdb-slurm-{job}-")]
+        assert len(folders) == 1
+        head.send_signal(signal.SIGTERM)
+        assert head.wait(timeout=60) == 0
+        assert not os.path.exists(folders[0]) and not processes_naming(folders[0])
+        assert "Ray head on n1: 1 CPU(s), 0 GPU(s)" in head.stdout.read()
+    finally:
+        if head.poll() is None:
+            head.kill()
+
+
+def processes_naming(text: str) -> list[str]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text in Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace"):
+                found.append(entry)
+        except OSError:
+            continue
+    return found
