@@ -221,17 +221,20 @@ def benchmark_command(args: argparse.Namespace) -> int:
     from .runner import RunOptions, run_plan
 
     add_plugin_files(args.plugin or [])  # before any method lookup, so plugins are registered
-    suite = load_suite(args.suite).narrow(
+    suite = load_suite(args.suite)
+    storage = Path(args.storage or f"runs/{suite.name}")
+    _check_store_methods(storage, _names(args.baselines))
+    suite = suite.narrow(
         baselines=_names(args.baselines), datasets=_names(args.datasets),
         policies=_names(args.policies), seeds=args.seeds, preset=args.preset,
         selections=_names(args.selections))
     plan = make_plan(suite)
-    storage = Path(args.storage or f"runs/{suite.name}")
     options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
                          address=args.address,
                          data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-                         device=args.device, log_to=tuple(_names(args.log_to) or ()))
+                         device=args.device, log_to=tuple(_names(args.log_to) or ()),
+                         adopt_old_code=args.adopt_old_code)
     if args.dry_run:
         return _dry_run(plan, storage, args)
     _preflight(plan, options, args)
@@ -255,8 +258,30 @@ def benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_store_methods(storage: Path, asked: list[str] | None) -> None:
+    """A store's methods that are not registered now (a plugin file not passed again): an error when
+    asked for by name, else a line saying they are left out of this run; both name the file."""
+    from .methods import method_names
+    from .store import Store, method_sources
+
+    known = set(method_names())
+    sources = method_sources(Store(storage))
+    for name in asked or []:
+        if name not in known and name in sources:
+            raise UsageError(f"unknown baseline {name!r}: the trials of it in {storage} come from "
+                             f"{sources[name]}; pass --plugin with that file")
+    if asked is None:
+        missing = sorted(set(sources) - known)
+        if missing:
+            print(f"lhdbench: {storage} also holds trials of " + ", ".join(
+                f"{name} ({sources[name]})" for name in missing) + ", not loaded now, so not part of this "
+                "run; pass --plugin FILE to include them", file=sys.stderr)
+
+
 def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
     from .estimate import dry_run, measurements, scale_of
+    from .runner.stale import describe as describe_stale
+    from .runner.stale import find_stale
     from .store import Store
 
     store = Store(storage)
@@ -277,8 +302,25 @@ def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
         if not count and "gpu" in measured and "cpu" not in measured:
             count, kind, note = 1, "gpu", "no GPU here; --gpus N estimates the wall time on N GPUs"
     lines = dry_run(plan, done, failed, max(count, 1), kind)
-    print("\n".join(lines + ([note] if note else [])))
+    print("\n".join(lines + ([note] if note else []) + _settings_lines(plan)
+                    + [f"note: {line}" for line in describe_stale(find_stale(plan, records),
+                                                                   adopting=args.adopt_old_code)]))
     return 0
+
+
+def _settings_lines(plan) -> list[str]:
+    """Each method's effective search settings that differ from the protocol's, and why."""
+    from .methods import get_method
+    from .methods.settings import differing_settings
+
+    lines = []
+    for name in plan.suite.baselines:
+        differing = differing_settings(get_method(name), plan.protocol)
+        if differing:
+            lines.append(f"  {name}: {'; '.join(differing)}")
+    if not lines:
+        return [f"search settings: every method runs protocol {plan.protocol.name}'s"]
+    return [f"search settings that differ from protocol {plan.protocol.name}'s:"] + lines
 
 
 def _preflight(plan, options, args: argparse.Namespace) -> None:
@@ -435,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--log-to", metavar="T,...",
                        help="send every trial's per-epoch metrics to tensorboard, mlflow and/or wandb "
                        "(Ray executor; pip install 'lhdbench[tracking]')")
+    bench.add_argument("--adopt-old-code", action="store_true",
+                       help="keep the stored results of trials whose only difference is the method's "
+                       "code (an edit that cannot change results, or a store of lhdbench 0.1) instead of "
+                       "running them again; adopted records say adopted_from")
     bench.add_argument("--dry-run", action="store_true",
                        help="print the plan, what the store holds and the estimated cost; write nothing")
     bench.add_argument("--gpus", type=_count, default=None, metavar="N",

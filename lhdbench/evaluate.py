@@ -23,7 +23,7 @@ from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE, EpochCallback
-from .environment import environment
+from .environment import code_version, environment
 from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
@@ -100,7 +100,8 @@ def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset
     device = engine.pick_device(device)
     fields = {"phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
               "protocol": protocol.to_dict(), "genotype": genotype.to_dict(), "arch_sha256": digest,
-              "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device)}
+              "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device),
+              "code": code_version()}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _train(
         genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs,
         on_epoch))

@@ -45,7 +45,7 @@ from .data import get_dataset
 from .data.sources import load_images, search_split
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE, EpochCallback
-from .environment import environment
+from .environment import code_version, environment
 from .methods import SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
 from .record import TrialRecord, selection_inputs
@@ -184,7 +184,8 @@ def run_selection(search: TrialRecord, search_dir: str | Path, search_trial_id: 
     fields = {"phase": "select", "baseline": search.baseline, "dataset": search.dataset, "seed": search.seed,
               "policy": rule, "search_trial_id": search_trial_id, "protocol": protocol.to_dict(),
               "settings": protocol.to_dict()["select"], "hparams": search.hparams,
-              "environment": environment(device)}
+              "environment": environment(device),
+              "code": code_version(get_method(search.baseline) if search.baseline else None)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _select(
         search, search_dir, get_policy(rule), protocol, out_dir, device, data_root, inputs, on_epoch))
 

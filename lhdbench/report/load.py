@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..record import TrialRecord
-from ..store import Store, StoreError
+from ..store import Store, StoreError, current_trials, slot
 from .options import METRICS
 
 # The paper's order of datasets and policies (as its Table 2); names it does not know follow,
@@ -27,7 +27,7 @@ DATASET_SHORT = {"cifar10": "C10", "cifar100": "C100", "svhn": "SVHN"}
 TRIAL_COLUMNS = ("trial_id", "phase", "baseline", "dataset", "policy", "seed", "protocol", "status",
                  "reason", "value", "params", "best_after_epoch", "hours", "unit", "device_name",
                  "lhdbench", "search_trial_id", "eval_dataset", "search_dataset", "selection", "rule",
-                 "selection_trial_id")
+                 "selection_trial_id", "code")
 SELECTION_SUFFIX = {"magnitude": "", "perturbation": "/pt"}
 TRANSFER = ">"
 
@@ -141,7 +141,8 @@ def _row(record: TrialRecord, metric: str) -> dict[str, Any]:
         "params": _number(record.params), "best_after_epoch": _number(record.best_after_epoch),
         "hours": hours, "unit": unit, "device_name": environment.device_name if environment else None,
         "lhdbench": environment.lhdbench if environment else None,
-        "search_trial_id": record.search_trial_id, "selection_trial_id": record.selection_trial_id}
+        "search_trial_id": record.search_trial_id, "selection_trial_id": record.selection_trial_id,
+        "code": record.code.method if record.code is not None else None}
 
 
 def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None) -> Trials:
@@ -157,10 +158,11 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
         plan = store.read_plan()
     except StoreError as error:
         raise ReportError(str(error)) from None
-    planned: dict[str, dict[str, Any]] = plan.get("trials") or {}
+    planned: dict[str, dict[str, Any]] = current_trials(plan)
     runs: list[dict[str, Any]] = plan.get("runs") or []
     if not records and not planned:
         raise ReportError(f"{storage}: the store holds no trials (nothing planned, nothing recorded)")
+    records, notes = _current_records(records, set(plan["trials"]) - set(planned))
 
     rows = {trial_id: _row(record, metric) for trial_id, record in records.items()}
 
@@ -186,7 +188,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
             "eval_dataset": entry.get("dataset") if entry.get("phase") == "evaluate" else None,
             "search_dataset": entry.get("search_dataset") or entry.get("dataset"),
             "selection": entry.get("selection"), "rule": entry.get("policy"),
-            "selection_trial_id": entry.get("selection_trial_id")}
+            "selection_trial_id": entry.get("selection_trial_id"), "code": None}
 
     known = sorted({r["protocol"] for r in rows.values() if r["protocol"]})
     if protocol is None:
@@ -200,7 +202,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     # Relative names, so a report is the same wherever the store lies.
     notes = [f"left out, not a valid trial record: "
              f"{found.message.replace(str(store.root) + os.sep, '')}"
-             for _, found in sorted(store.invalid.items())]
+             for _, found in sorted(store.invalid.items())] + notes
     unattributed = sum(1 for r in rows.values() if not r["protocol"])
     if unattributed and known:
         notes.append(f"{unattributed} planned trial(s) of unknown protocol are left out")
@@ -208,6 +210,7 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
     table = pd.DataFrame(sorted(scope, key=lambda r: r["trial_id"]), columns=list(TRIAL_COLUMNS))
     if table.empty or not (table["phase"] == "evaluate").any():
         raise ReportError(f"{storage}: no evaluation trials of protocol {protocol!r} in the store")
+    notes += _code_notes(table)
     mine = {r["trial_id"] for r in scope}
     done = {trial_id: record for trial_id, record in sorted(records.items())
             if trial_id in mine and record.status == "done"}
@@ -216,3 +219,43 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
                   genotypes={t: r.genotype for t, r in done.items() if r.phase == "evaluate" and r.genotype},
                   arch_histories={t: r.arch_history for t, r in done.items()
                                   if r.phase == "search" and r.arch_history})
+
+
+def _current_records(records: dict[str, TrialRecord],
+                     superseded: set[str]) -> tuple[dict[str, TrialRecord], list[str]]:
+    """The records a report may use: not of a trial a later plan superseded (the method's code or the
+    settings changed since), and one per slot (method, condition, seed, protocol), so two versions of
+    one experiment are never averaged as two seeds. Notes say what was left out."""
+    notes = []
+    left = {t: r for t, r in records.items() if t not in superseded}
+    dropped = sorted({r.baseline or "?" for t, r in records.items() if t in superseded})
+    if len(left) < len(records):
+        notes.append(f"left out {len(records) - len(left)} result(s) of trials superseded by a later plan "
+                     f"(the code or settings of {', '.join(dropped)} changed since)")
+    by_slot: dict[tuple, list[TrialRecord]] = {}
+    for record in left.values():
+        by_slot.setdefault(slot(record.model_dump()), []).append(record)
+    twins = [group for group in by_slot.values() if len(group) > 1]
+    for group in twins:
+        # The newest attempt wins: a done result over a failed one, then the later finish.
+        keep = max(group, key=lambda r: (r.status == "done", r.worker.finished_at if r.worker else 0.0,
+                                         r.trial_id or ""))
+        for record in group:
+            if record is not keep:
+                left.pop(record.trial_id or "", None)
+    if twins:
+        methods = sorted({g[0].baseline or "?" for g in twins})
+        notes.append(f"{sum(len(g) - 1 for g in twins)} result(s) left out as earlier versions of the same "
+                     f"method, condition, seed and protocol ({', '.join(methods)}): each keeps its latest")
+    return left, notes
+
+
+def _code_notes(table: pd.DataFrame) -> list[str]:
+    """Methods whose reported results come from more than one version of their code."""
+    done = table[(table["status"] == "done") & table["code"].notna()]
+    notes = []
+    for method, versions in done.groupby("baseline")["code"].nunique().items():
+        if versions > 1:
+            notes.append(f"the results of {method} come from {versions} versions of its code; rerun its "
+                         "trials to bring them to one")
+    return notes

@@ -18,6 +18,8 @@ from ..store import Store
 from .dispatch import Dispatch
 from .options import DEFAULT_RETRIES, TRACKERS, RunOptions
 from .progress import ProgressLine
+from .stale import SETTINGS, adopt, find_stale
+from .stale import describe as describe_stale
 from .trial import run_trial
 
 __all__ = ["DEFAULT_RETRIES", "Dispatch", "RunOptions", "run_plan", "run_trial"]
@@ -57,9 +59,11 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
     check_options(options)
     store.check_locking()
     store.read_plan()  # a broken plan.json is an error now, not after the run started
+    stale = find_stale(plan, store.records()) if store.root.is_dir() else []
+    adoptable = [s for s in stale if s.why != SETTINGS] if options.adopt_old_code else []
     dispatch = Dispatch(plan, store)
     executor = None
-    if options.executor == "ray" and dispatch.to_run:
+    if options.executor == "ray" and dispatch.to_run > len(adoptable):
         from .ray_cluster import cluster_address, prepare_environment
 
         prepare_environment(cluster_address(options.address))
@@ -72,6 +76,11 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
         store.root.mkdir(parents=True, exist_ok=True)
         for line in store.set_aside_invalid():
             print(f"lhdbench: {line}", file=sys.stderr)
+        for line in describe_stale(stale, adopting=options.adopt_old_code):
+            print(f"lhdbench: {line}", file=sys.stderr)
+        if adoptable:
+            adopt(store, adoptable)
+            dispatch = Dispatch(plan, store)
         store.add_to_plan(plan.run_entry(), {t.trial_id: {**t.to_dict(), "protocol": plan.protocol.name}
                                              for t in plan.trials})
         progress = ProgressLine(dispatch, progress_stream,

@@ -47,6 +47,7 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
         try:
             parsed = protocol_from_dict(protocol, name=protocol["name"])
+            _check_unchanged(trial, parsed)
             try:
                 record = _run_phase(trial, parsed, store, data_root, device, on_epoch)
             except TrialMismatch as mismatch:
@@ -59,6 +60,7 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
                 raise  # the storage, not the trial: the run stops (see the executors)
             record = _failed_record(store, trial, protocol, one_line_reason(error))
         finished = time.time()
+        record = _with_method_code(store, trial, record)
         record = record.stored(trial.to_dict(), attempt, resources,
                                Worker(**who, started_at=started, finished_at=finished))
         store.write_record(record)
@@ -102,6 +104,32 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
     return run_evaluation(architecture, get_policy(trial.policy), trial.dataset, trial.seed, protocol, out,
                           device=device, data_root=data_root, progress=False, arch_file=str(source),
                           on_epoch=on_epoch)
+
+
+def _check_unchanged(trial: Trial, protocol: Any) -> None:
+    """A search runs the code and settings its id was planned with: a method file edited while a run
+    goes on would otherwise store results of the new code under the old code's id."""
+    if trial.phase != "search":
+        return
+    from ..plan import trial_id
+    from ..search import search_identity
+
+    label = trial.trial_id.rsplit("-", 1)[0]
+    identity = search_identity(trial.baseline, trial.dataset, trial.seed, protocol)
+    if trial_id(label, identity) != trial.trial_id:
+        raise TrialFailed(f"the code or settings of method {trial.baseline} changed since this run was "
+                          "planned; rerun the command to plan it anew")
+
+
+def _with_method_code(store: Store, trial: Trial, record: TrialRecord) -> TrialRecord:
+    """A selection's or evaluation's record names the method code of the search it builds on."""
+    if trial.phase == "search" or not trial.search_trial_id or record.code is None:
+        return record
+    search = store.read_record(trial.search_trial_id)
+    if search is None or search.code is None:
+        return record
+    return record.update(code={**record.code.model_dump(), "method": search.code.method,
+                               "method_source": search.code.method_source})
 
 
 def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:
