@@ -251,11 +251,16 @@ def _current_records(records: dict[str, TrialRecord],
 
 
 def _code_notes(table: pd.DataFrame) -> list[str]:
-    """Methods whose reported results come from more than one version of their code."""
+    """Methods whose reported results come from more than one version of their code, and results
+    of several lhdbench versions."""
     done = table[(table["status"] == "done") & table["code"].notna()]
     notes = []
     for method, versions in done.groupby("baseline")["code"].nunique().items():
         if versions > 1:
             notes.append(f"the results of {method} come from {versions} versions of its code; rerun its "
                          "trials to bring them to one")
+    versions = sorted(set(table.loc[table["status"] == "done", "lhdbench"].dropna()))
+    if len(versions) > 1:
+        notes.append(f"the results come from lhdbench {', '.join(versions)}; what changed between "
+                     "versions is in CHANGELOG.md")
     return notes

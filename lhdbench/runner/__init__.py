@@ -18,7 +18,7 @@ from ..store import Store
 from .dispatch import Dispatch
 from .options import DEFAULT_RETRIES, TRACKERS, RunOptions
 from .progress import ProgressLine
-from .stale import SETTINGS, adopt, find_stale
+from .stale import SETTINGS, adopt, find_stale, version_note
 from .stale import describe as describe_stale
 from .trial import run_trial
 
@@ -59,7 +59,8 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
     check_options(options)
     store.check_locking()
     store.read_plan()  # a broken plan.json is an error now, not after the run started
-    stale = find_stale(plan, store.records()) if store.root.is_dir() else []
+    records = store.records() if store.root.is_dir() else {}
+    stale = find_stale(plan, records)
     adoptable = [s for s in stale if s.why != SETTINGS] if options.adopt_old_code else []
     dispatch = Dispatch(plan, store)
     executor = None
@@ -76,7 +77,10 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
         store.root.mkdir(parents=True, exist_ok=True)
         for line in store.set_aside_invalid():
             print(f"lhdbench: {line}", file=sys.stderr)
-        for line in describe_stale(stale, adopting=options.adopt_old_code):
+        from .. import __version__
+
+        mixed = version_note(records, __version__) if dispatch.to_run > len(adoptable) else None
+        for line in describe_stale(stale, adopting=options.adopt_old_code) + ([mixed] if mixed else []):
             print(f"lhdbench: {line}", file=sys.stderr)
         if adoptable:
             adopt(store, adoptable)

@@ -133,6 +133,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any] | None, prefix: str = 
     return out
 
 
+def version_note(records: dict[str, TrialRecord], version: str) -> str | None:
+    """One line when the store's done results come from other lhdbench versions than this one, which
+    the run is about to add results of."""
+    others = Counter(r.environment.lhdbench for r in records.values() if r.status == "done"
+                     and r.environment is not None and r.environment.lhdbench != version)
+    if not others:
+        return None
+    held = ", ".join(f"{v} ({n} trials)" for v, n in sorted(others.items()))
+    return (f"this store holds results of lhdbench {held}; this run adds results of lhdbench {version} "
+            "(the report lists the versions it shows)")
+
+
 def adopt(store: Store, stale: list[Stale]) -> int:
     """Keep the results of earlier code (CODE and LEGACY) as the planned trials' results: the trial
     folder's files a later trial reads are copied, then the record is written under the new id with
