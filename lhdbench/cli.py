@@ -356,19 +356,53 @@ def report_command(args: argparse.Namespace) -> int:
     try:
         formats = parse_formats(args.formats)
         report = build_report(args.storage, metric=args.metric, protocol=args.protocol,
-                              alpha=args.alpha)
+                              alpha=args.alpha, references=args.reference or (),
+                              mix_protocols=args.mix_protocols)
     except ReportError as error:
         raise UsageError(str(error)) from None
     # The command as given (not resolved paths), so the header does not depend on where it ran.
-    command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
-                        f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
-                                                      else []) + [f"--formats {','.join(formats)}"])
+    command = " ".join(["lhdbench report", f"--storage {args.storage}"]
+                       + [f"--reference {r}" for r in args.reference or []]
+                       + [f"--out {args.out}", f"--metric {args.metric}"]
+                       + ([f"--protocol {args.protocol}"] if args.protocol else [])
+                       + (["--mix-protocols"] if args.mix_protocols else [])
+                       + [f"--formats {','.join(formats)}"])
     for note in report.trials.notes:
         if note.startswith("left out, not a valid trial record"):
             print(f"lhdbench: warning: {note}", file=sys.stderr)
     written = write_report(report, args.out, formats, command=command)
     print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
           f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .results.bundle import BundleError, export_bundle
+
+    try:
+        manifest = export_bundle(args.storage, args.out, checkpoints=args.checkpoints)
+    except BundleError as error:
+        raise UsageError(str(error)) from None
+    import hashlib
+
+    digest = hashlib.sha256(Path(args.out).read_bytes()).hexdigest()
+    counts = manifest["counts"]
+    print(f"bundle {args.out}: {counts['search']} searches, {counts['select']} selections, "
+          f"{counts['evaluate']} evaluations ({counts['done']} done, {counts['failed']} failed), "
+          f"{len(manifest['members'])} members, {Path(args.out).stat().st_size:,} bytes; sha256 {digest}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .results.bundle import BundleError
+    from .results.imports import import_bundle
+
+    try:
+        bundle, summary = import_bundle(args.bundle, args.storage)
+    except BundleError as error:
+        raise UsageError(str(error)) from None
+    for line in summary.lines(bundle, Path(args.storage)):
+        print(f"lhdbench: {line}", file=sys.stderr)
     return 0
 
 
@@ -498,10 +532,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "invalid_records, storage")
     status.set_defaults(handler=status_command)
 
+    export = commands.add_parser("export", help="write a store's results as one bundle file that travels")
+    export.add_argument("--storage", required=True, help="results store folder")
+    export.add_argument("--out", required=True, help="the bundle file to write (a zip, e.g. NAME.zip)")
+    export.add_argument("--checkpoints", action="store_true",
+                        help="also the trials' checkpoints (large; needed to select by perturbation on "
+                        "imported searches)")
+    export.set_defaults(handler=export_command)
+
+    importing = commands.add_parser("import", help="add a bundle's results to a store, after checking it")
+    importing.add_argument("bundle", metavar="BUNDLE", help="a bundle file written by lhdbench export")
+    importing.add_argument("--storage", required=True, help="results store folder (created if needed)")
+    importing.set_defaults(handler=import_command)
+
     from .report.options import FORMATS, METRICS
 
     report = commands.add_parser("report", help="leaderboard tables, statistics and plots from a store")
-    report.add_argument("--storage", required=True, help="results store folder")
+    report.add_argument("--storage", required=True, help="results store folder, or a bundle file")
     report.add_argument("--out", required=True, help="output folder (leaderboard.md, tables/, plots/)")
     report.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
@@ -511,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--protocol", default=None,
                         help="protocol name to report on (needed when the store holds several)")
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    report.add_argument("--reference", action="append", metavar="BUNDLE_OR_STORE",
+                        help="another store or a bundle whose trials join the tables (repeatable); the "
+                        "store's own trials win where both hold one experiment")
+    report.add_argument("--mix-protocols", action="store_true",
+                        help="report trials of other protocols (or of one protocol name with other "
+                        "settings) in the same tables; their cells say 'other protocol'")
     report.set_defaults(handler=report_command)
     return parser
 

@@ -271,7 +271,12 @@ def read_record(path: str | os.PathLike) -> TrialRecord:
     """The record in `path`; InvalidRecord (one line: file, field, problem) when it is not one.
     OSError when it cannot be read at all."""
     path = Path(path)
-    raw = path.read_bytes()
+    return parse_record(path.read_bytes(), str(path))
+
+
+def parse_record(raw: bytes, where: str) -> TrialRecord:
+    """The record in `raw` (the bytes of a record file); InvalidRecord naming `where` otherwise."""
+    path = where
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as error:

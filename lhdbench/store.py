@@ -164,7 +164,7 @@ class Store:
             plan = json.loads(path.read_bytes().decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise StoreError(f"{path}: unreadable plan ({' '.join(str(error).split())})") from None
-        problem = _plan_problem(plan)
+        problem = plan_problem(plan)
         if problem:
             raise StoreError(f"{path}: not a valid plan ({problem})")
         return plan
@@ -264,7 +264,8 @@ def method_sources(store: Store) -> dict[str, str]:
     return sources
 
 
-def _plan_problem(plan: Any) -> str | None:
+def plan_problem(plan: Any) -> str | None:
+    """What is wrong with a plan.json's content, or None."""
     if not isinstance(plan, dict) or set(plan) != {"runs", "trials"}:
         return 'expected an object with the keys "runs" and "trials"'
     if not isinstance(plan["runs"], list) or not all(isinstance(r, dict) for r in plan["runs"]):

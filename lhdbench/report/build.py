@@ -76,10 +76,13 @@ class Report:
 
 
 def build_report(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None,
-                 alpha: float = ALPHA) -> Report:
+                 alpha: float = ALPHA, references: Sequence[str | os.PathLike] = (),
+                 mix_protocols: bool = False) -> Report:
+    """The report of a store (or bundle), with the trials of any reference stores or bundles."""
     if not 0 < alpha < 1:
         raise ReportError(f"alpha must lie in (0, 1), got {alpha}")
-    trials = load_trials(storage, metric=metric, protocol=protocol)
+    trials = load_trials(storage, metric=metric, protocol=protocol, references=references,
+                         mix_protocols=mix_protocols)
     names, condition_names = baselines(trials), conditions(trials)
     cells = condition_cells(trials)
     matrix = accuracy_matrix(cells, names, condition_names)

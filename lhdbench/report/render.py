@@ -185,7 +185,8 @@ def _protocol_tex(report: Report) -> str:
 def _problems(row: dict) -> list[str]:
     of = row["trials"]
     return [f"{label} {row[key]}/{of}" for key, label in
-            (("failed", "failed"), ("missing", "missing"), ("no_value", "no value")) if row[key]]
+            (("failed", "failed"), ("missing", "missing"), ("no_value", "no value"),
+             ("other_protocol", "other protocol")) if row.get(key)]
 
 
 def accuracy_cell(row: dict | None, style: Style = MD, common_n: int | None = None) -> Cell:
