@@ -41,9 +41,9 @@ ADAPTIVE_DROP_PATH = {
 }
 
 # Learning-curve points: the test accuracy after these fractions of the schedule, so that one full run
-# also shows how early its ranking settles (docs/report.md, "Learning-curve points"). They are not
+# also shows how early its ranking settles (docs/report.md, "Learning-curve agreement"). They are not
 # settings: not in the protocol, not in the trial identity, and the extra test passes train nothing
-# differently (tests/test_evaluate.py checks the final weights bitwise).
+# differently (tests/test_learning_curve.py checks the final weights bitwise).
 CURVE_FRACTIONS = (Fraction(1, 12), Fraction(1, 6), Fraction(1, 4), Fraction(1, 3), Fraction(1, 2))
 
 
