@@ -406,6 +406,32 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_command(args: argparse.Namespace) -> int:
+    from .report import ReportError
+    from .report.compare import compare_sources, write_comparison
+
+    try:
+        comparison = compare_sources(args.a, args.b, metric=args.metric, protocol_a=args.protocol_a,
+                                     protocol_b=args.protocol_b, resamples=args.resamples)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    # The command as given, so the Markdown does not depend on where it ran.
+    command = " ".join(["lhdbench compare", args.a, args.b, f"--out {args.out}", f"--metric {args.metric}"]
+                       + [f"--protocol-{side} {name}" for side, name in
+                          (("a", args.protocol_a), ("b", args.protocol_b)) if name]
+                       + [f"--resamples {args.resamples}"])
+    for note in comparison.notes:
+        if "not a valid trial record" in note:
+            print(f"lhdbench: warning: {note}", file=sys.stderr)
+    written = write_comparison(comparison, args.out, command)
+    taus = comparison.agreement["tau"].dropna()
+    print(f"compare: protocol {comparison.a.protocol} against {comparison.b.protocol}, "
+          f"{len(comparison.conditions)} condition(s) in common"
+          + (f", mean Kendall tau {taus.mean():.2f}" if len(taus) else "")
+          + f"; {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
@@ -565,6 +591,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report trials of other protocols (or of one protocol name with other "
                         "settings) in the same tables; their cells say 'other protocol'")
     report.set_defaults(handler=report_command)
+
+    compare = commands.add_parser(
+        "compare", help="how two stores rank the methods alike, per condition (Kendall's tau, Spearman's "
+        "rho, bootstrap intervals over seeds)")
+    compare.add_argument("a", metavar="A", help="results store, e.g. of the fast protocol")
+    compare.add_argument("b", metavar="B", help="results store, e.g. of the paper protocol")
+    compare.add_argument("--out", default="comparison",
+                         help="output folder: compare.md, compare.csv, compare_ranks.csv, compare.png "
+                         "(default: comparison)")
+    compare.add_argument("--metric", choices=list(METRICS), default="final",
+                         help="final: final-epoch test accuracy (default); best: the paper's metric")
+    compare.add_argument("--protocol-a", default=None, help="protocol of A (needed when it holds several)")
+    compare.add_argument("--protocol-b", default=None, help="protocol of B (needed when it holds several)")
+    compare.add_argument("--resamples", type=_count, default=1000,
+                         help="bootstrap resamples per condition (default 1000)")
+    compare.set_defaults(handler=compare_command)
     return parser
 
 

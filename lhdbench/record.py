@@ -90,6 +90,14 @@ class CodeVersion(_Strict):
     commit: str | None = None
 
 
+class CurvePoint(_Strict):
+    """An evaluation's test accuracy after a fraction of its schedule (`evaluate.curve_epochs`)."""
+
+    fraction: Annotated[str, Field(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]  # "1/12"
+    epoch: Count  # 0-based, as in `history`
+    test_acc: Fraction
+
+
 def search_inputs(baseline: str, dataset: str, seed: int, settings: dict[str, Any], hparams: dict[str, Any],
                   speed: dict[str, Any], code: str | None = None) -> dict[str, Any]:
     """Everything that determines a search's result (and so its folder and its trial id): the method,
@@ -159,6 +167,9 @@ class TrialRecord(_Strict):
     # A search's exported weights after every epoch: {"epoch", "normal", "reduce", "normal_output",
     # "reduce_output"} (5 significant digits), to show how the architecture evolved.
     arch_history: list[dict[str, Any]] = []
+    # An evaluation's learning-curve points, in fraction order; empty in records written before
+    # lhdbench recorded them (and in searches and selections).
+    curve: list[CurvePoint] = []
     decisions: list[dict[str, Any]] = []  # a selection's decisions, each with its measurements
     measurements: Count | None = None  # a selection's accuracy measurements (full arch-half passes)
     arch_half_acc: Fraction | None = None

@@ -52,6 +52,8 @@ class Trials:
     # form, as recorded) and a done search's arch_history (its exported weights after every epoch).
     genotypes: dict[str, dict[str, Any]] = field(default_factory=dict)
     arch_histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # A done evaluation's learning-curve points ({"fraction", "epoch", "test_acc"}), where it has any.
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def ordered(values: Any, order: tuple[str, ...]) -> list[str]:
@@ -235,7 +237,8 @@ def load_trials(storage: str | os.PathLike, metric: str = "final", protocol: str
                   notes=notes,
                   genotypes={t: r.genotype for t, r in done.items() if r.phase == "evaluate" and r.genotype},
                   arch_histories={t: r.arch_history for t, r in done.items()
-                                  if r.phase == "search" and r.arch_history})
+                                  if r.phase == "search" and r.arch_history},
+                  curves={t: [p.model_dump() for p in r.curve] for t, r in done.items() if r.curve})
 
 
 def _label(path: str | os.PathLike) -> str:

@@ -603,6 +603,9 @@ def markdown(report: Report, images: dict[str, str], command: str | None = None)
         out += [f"Mean tau over {len(taus)} pairs of conditions: {taus.mean():.3f} "
                 f"(min {taus.min():.3f}, max {taus.max():.3f}).", ""]
     out += _figure(images, "kendall", "Kendall's tau between the rankings of every two conditions.")
+    from .curves import curve_section
+
+    out += curve_section(report.curve, report.metric_label)
     if len(report.transfer):
         section("Statistics: transfer against transductive rankings", transfer_table(report))
     section("Statistics: discernibility per condition", discernibility_table(report))
@@ -683,6 +686,9 @@ def write_csv(report: Report, folder: Path) -> list[Path]:
              _write_frame(report.best.assign(metric=report.trials.metric), folder / "best_archs.csv"),
              _write_frame(report.result_costs.assign(metric=report.trials.metric),
                           folder / "accuracy_cost.csv")]
+    if len(report.curve):
+        paths.append(_write_frame(report.curve.assign(metric=report.trials.metric),
+                                  folder / "curve_agreement.csv"))
     if f.ok:
         nemenyi = f.nemenyi.copy()
         nemenyi.insert(0, "average_rank", f.average_ranks)
