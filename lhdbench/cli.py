@@ -13,39 +13,17 @@ from pathlib import Path
 
 from . import __version__
 from .data.specs import DATASETS
-from .space.arch_weights import SUFFIX as NPZ_SUFFIX
+from .errors import UsageError
 from .space.genotype import CellGenotype
 from .space.policies import POLICIES, get_policy
+from .space.upstream import arch_files
 
 # Only light modules above: `--help`, `--version` and usage errors answer without importing torch or
 # Ray; each command imports what it needs.
-PL_SUFFIX = ".pl"  # upstream's pickled architecture files (lhdbench.space.upstream reads them)
-ARCH_SUFFIXES = (PL_SUFFIX, NPZ_SUFFIX)
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2."""
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
-
-
-def arch_files(paths: Sequence[str]) -> list[Path]:
-    """The architecture files named by `paths`; a directory stands for every one under it."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in ARCH_SUFFIXES and p.is_file())
-            if not found:
-                raise UsageError(f"{path}: no architecture files ({' or '.join(ARCH_SUFFIXES)}) under it")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-    return files
 
 
 def _input_name(index: int) -> str:
