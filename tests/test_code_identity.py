@@ -266,3 +266,14 @@ def test_sizes_scale_and_round_and_other_settings_are_kept():
     # A rate whose paper value is 0 has no factor to carry.
     zero = demo.replace(search={"arch_weight_decay": 0.01})
     assert resolve_settings(Betas, zero)[0].arch_weight_decay == 1e-3
+
+
+def test_the_first_record_format_still_reads():
+    """Records of the first lhdbench 0.1 releases carried the folder identity under `inputs`."""
+    from lhdbench.record import read_record
+
+    path = LEGACY_STORE.parent / "record-0.1-inputs.json"
+    raw = json.loads(path.read_text())
+    record = read_record(path)
+    assert record.arch_sha256 == raw["inputs"]["arch_sha256"] and record.final_test_acc == raw["final_test_acc"]
+    assert record.code is None and record.settings_id == record.trial_id == raw["trial_id"]
