@@ -275,5 +275,6 @@ def test_the_first_record_format_still_reads():
     path = LEGACY_STORE.parent / "record-0.1-inputs.json"
     raw = json.loads(path.read_text())
     record = read_record(path)
-    assert record.arch_sha256 == raw["inputs"]["arch_sha256"] and record.final_test_acc == raw["final_test_acc"]
+    assert record.arch_sha256 == raw["inputs"]["arch_sha256"]
+    assert record.final_test_acc == raw["final_test_acc"]
     assert record.code is None and record.settings_id == record.trial_id == raw["trial_id"]
