@@ -8,22 +8,28 @@
 #
 # Time plan on one H100 (limits in seconds; a step that reaches its limit is killed, keeps what it
 # wrote, and the next one starts; benchmarks/gpu_run.py's STEPS hold the same numbers, and
-# tests/test_benchmark_gpu_run.py checks that they agree):
+# tests/test_benchmark_gpu_run.py checks that they agree). "expected" is worked out from the H100
+# measurements in docs/speed.md (a plain training step 72 ms, a plain search step 0.77 s, a fused one
+# 0.3 s, 4-6 s of cuDNN autotuning and a few seconds to start Python with torch and CUDA per process);
+# nothing of this script has run on a GPU yet, so they are estimates, not measurements.
 #
 #   step         limit  expected  what it measures (the order is the order of what it decides)
 #   set-up          30      5-15  pip install -e . where lhdbench does not import (PYTHONPATH where pip
 #                                 fails); torch and the CUDA check: without a GPU the run stops here
-#   gpu-tests       50     20-30  tests/gpu: graphed step = plain step (three epochs, short last batch
+#   gpu-tests       50     20-35  tests/gpu: graphed step = plain step (three epochs, short last batch
 #                                 eager), fresh drop-path masks, resume; memory figures vs measured
-#   train-step      55     30-40  plain, graphed fp32, graphed bf16 (plain written first, then the
-#                                 equality check, then the graphed variants)
-#   packing         60     30-40  1, 2, 4 graphed trials on one GPU (workers start once, three phases)
-#   search-step     45     25-35  the search step: reference cell against fused fp32 and bf16
-#   streams         60     35-45  the four policies' networks: 4 processes against 1 process, 4 streams
-#   compiled        75     ?      torch.compile: backend "cudagraphs" first, then mode
+#   train-step      55     30-40  plain (50 steps), then the equality check (2 x 30 steps), graphed
+#                                 fp32 and graphed bf16 (50 steps each)
+#   packing         60     35-47  4 workers start and warm up together (20-25 s), then phases of 1, 2
+#                                 and 4 graphed trials, 5 s each
+#   search-step     45     25-35  reference cell, fused fp32, fused bf16: 3 + 8 steps each
+#   streams         70     40-55  4 one-policy workers and 1 worker with all four networks (its
+#                                 warm-up is four networks', 30-35 s), then 2 phases of 5 s
+#   compiled        75       cut  torch.compile: backend "cudagraphs" first, then mode
 #                                 "reduce-overhead" (Inductor's compilation of this network took over
 #                                 four minutes before: it may be cut at its limit, which is recorded)
-#   methods         60     cut    every method's search step and memory, while its time lasts
+#   methods         50       cut  every method's search step and memory (about 6 s each), while its
+#                                 time lasts
 #   summary         15       3-5  summary.json; never skipped (its time is held back from the budget)
 #                  ---
 #                  450            of the default budget of 480 s (--budget)

@@ -59,10 +59,10 @@ STEPS = (
     Step("search-step", 45, ("benchmarks/throughput.py", "--parts", "search", "--paths",
                              "plain,fused-fp32,fused-bf16"), "gpu-throughput-search.json",
          ("--steps", "8", "--warmup", "3")),
-    Step("streams", 60, ("benchmarks/packing.py", "--mode", "streams"), "gpu-streams.json"),
+    Step("streams", 70, ("benchmarks/packing.py", "--mode", "streams"), "gpu-streams.json"),
     Step("compiled", 75, ("benchmarks/train_step.py", "--variants", "compiled-cudagraphs,compiled"),
          "gpu-compiled.json"),
-    Step("methods", 60, ("benchmarks/methods.py",), "gpu-methods.json", ("--steps", "5")),
+    Step("methods", 50, ("benchmarks/methods.py",), "gpu-methods.json", ("--steps", "5")),
 )
 SUMMARY = Step("summary", 15, ("benchmarks/summary.py",), "summary.json")
 SUMMARY_KEYS = ("device", "rehearsal", "gpu_tests", "train_step_speedup", "compiled_step_speedup",
