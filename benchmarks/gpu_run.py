@@ -83,8 +83,14 @@ class Run:
         self.env = dict(os.environ if env is None else env)
         self.began = time.monotonic()
         self.results.mkdir(parents=True, exist_ok=True)
+        # An earlier run's files would pass for this one's where a step does not run (git keeps them).
+        stale = [*self.results.glob("gpu-*.json"), *self.results.glob("summary.json")]
+        for path in stale:
+            path.unlink()
         self.log_path = self.results / "gpu-log.txt"
         self.log_path.write_text("")
+        if stale:
+            self.say(f"removed {len(stale)} file(s) of an earlier run from {self.results}")
         self.record: dict = {"rehearsal": rehearse, "budget_s": budget_s, "python": python,
                              "plan": [{"name": s.name, "limit_s": s.limit_s} for s in (*STEPS, SUMMARY)],
                              "setup": {}, "steps": [], "stopped": None}
@@ -113,14 +119,19 @@ class Run:
     def copy_out(self) -> None:
         if self.out is None or self.out.resolve() == self.results.resolve():
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self.results.iterdir()):
-            if path.is_file() and (path.name.startswith("gpu-") or path.name == "summary.json"):
-                shutil.copyfile(path, self.out / path.name)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for path in sorted(self.results.iterdir()):
+                if path.is_file() and (path.name.startswith("gpu-") or path.name == "summary.json"):
+                    shutil.copyfile(path, self.out / path.name)
+        except OSError as error:  # the run goes on; its files stay in the results folder
+            if not self.record.get("copy_error"):
+                self.record["copy_error"] = f"{self.out}: {error}"
+                self.say(f"cannot copy to $OUT: {error}")
 
     # ---------------------------------------------------------------------------------- set-up
 
-    def check(self, code: str, timeout: float) -> subprocess.CompletedProcess:
+    def check(self, code: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run([self.python, "-c", code], capture_output=True, text=True, timeout=timeout,
                               env=self.env, cwd=tempfile.gettempdir())
 
@@ -128,7 +139,7 @@ class Run:
         """Whether lhdbench (with its baselines and presets) imports from this checkout."""
         try:
             done = self.check("import lhdbench, lhdbench.baselines, lhdbench.conditions, pydantic\n"
-                              "print(lhdbench.__file__)", 60)
+                              "print(lhdbench.__file__)")
         except subprocess.TimeoutExpired:
             return False
         lines = done.stdout.strip().splitlines()
@@ -149,8 +160,8 @@ class Run:
         wheels = ROOT / "benchmarks" / "wheels"
         if wheels.is_dir():
             self.pip(["install", "-q", "--no-index", "--find-links", str(wheels), "pydantic"])
-        setup["pip_install"] = self.pip(["install", "-q", "--no-deps", "--no-build-isolation", "-e",
-                                         str(ROOT)])
+        setup["pip_install"] = self.pip(["install", "-q", "--no-index", "--no-deps", "--no-build-isolation",
+                                         "-e", str(ROOT)])
         if self.importable():
             return
         shim = self.shim()
@@ -167,10 +178,10 @@ class Run:
                 "print('torch', torch.__version__, 'CUDA', torch.version.cuda, "
                 "torch.cuda.get_device_name(0) if ok else 'no CUDA device')\nsys.exit(0 if ok else 3)")
         try:
-            done = self.check(code, 60)
+            done = self.check(code, 45)
             found, ok = (done.stdout.strip() or done.stderr.strip()[-300:]), done.returncode == 0
         except subprocess.TimeoutExpired:
-            found, ok = "torch did not answer within 60 s", False
+            found, ok = "torch did not answer within 45 s", False
         self.record["setup"]["torch"] = found
         self.say(found)
         if not ok and not self.rehearse:
@@ -180,7 +191,8 @@ class Run:
     def pip(self, args: list[str]) -> str:
         try:
             done = subprocess.run([self.python, "-m", "pip", *args], capture_output=True, text=True,
-                                  timeout=60, env=self.env, cwd=ROOT)
+                                  timeout=45, env={**self.env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+                                  cwd=ROOT)
         except subprocess.TimeoutExpired:
             return "timed out"
         with self.log_path.open("a") as log:

@@ -39,6 +39,8 @@ def test_shares_follow_the_memory_figures_and_are_whole_when_unknown():
     assert gpu_fraction(8.3, 24.0, cap=4) == 0.5
     assert gpu_fraction(8.3, 8.0, cap=4) == 1.0  # does not fit at all: a whole GPU all the same
     assert gpu_fraction(None, 80.0, cap=4) == 1.0  # no figure: a whole GPU
+    for broken in (0.0, -1.0, float("nan"), float("inf")):
+        assert gpu_fraction(broken, 80.0, cap=4) == 1.0
     # The figure is the whole process: three of 10 GB fit in 30 GB, no factor on top.
     assert gpu_fraction(10.0, 30.0, cap=4) == pytest.approx(1 / 3)
     assert gpu_fraction(10.0, 29.9, cap=4) == 0.5

@@ -38,8 +38,8 @@ def max_trials_per_gpu() -> tuple[int, str]:
 def gpu_fraction(peak_gb: float | None, gpu_memory_gb: float, cap: int | None = None) -> float:
     """The share of one GPU a trial asks for: as many trials per GPU as their figures fit in its
     memory, at most `cap` (default: max_trials_per_gpu()), or the whole GPU when the figure is
-    unknown."""
-    if peak_gb is None:
+    unknown (or not a positive number)."""
+    if peak_gb is None or not peak_gb > 0 or math.isinf(peak_gb):
         return 1.0
     cap = cap if cap is not None else max_trials_per_gpu()[0]
     per_gpu = max(1, min(cap, math.floor(gpu_memory_gb / peak_gb)))
