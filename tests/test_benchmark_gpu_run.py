@@ -146,7 +146,7 @@ def test_the_time_plan_in_the_header_is_the_runners(tmp_path):
     assert total == sum(limit for _, limit in expected) <= gpu_run.BUDGET_S == 480
 
 
-def test_lhdbench_goes_on_pythonpath_when_pip_install_fails(tmp_path):
+def test_lhdbench_goes_on_pythonpath_when_pip_install_fails(tmp_path, monkeypatch):
     """A checkout that is not installed, with a Python whose pip fails (site-packages not writable):
     the runner puts a folder shaped like the installed package on PYTHONPATH, and the steps import
     lhdbench, its baselines and presets from this checkout."""
@@ -159,6 +159,7 @@ def test_lhdbench_goes_on_pythonpath_when_pip_install_fails(tmp_path):
                       f"exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
     copy = load(checkout / "benchmarks" / "gpu_run.py", "gpu_run_in_a_copy")
+    monkeypatch.setattr(copy.tempfile, "tempdir", str(tmp_path))  # where the folder on PYTHONPATH goes
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = copy.Run(tmp_path / "results", None, 100, rehearse=True, python=str(python), env=env)
     assert not run.importable()  # lhdbench imports, but from another checkout
