@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..names import did_you_mean
 from ..protocol import Protocol, SearchSettings
 from ..rules import ProtocolError, rule_for
 from ..rules import choice as choice_rule
@@ -77,6 +78,7 @@ def resolve_settings(cls: type[SearchMethod], protocol: Protocol) -> tuple[Searc
         except ProtocolError as error:
             # The value came from the method's section (or its defaults): say so.
             raise ProtocolError(str(error).replace("search.", f"methods.{cls.name}.", 1)) from None
+    cls.check_settings(base, hparams)
     return base, hparams
 
 
@@ -87,5 +89,6 @@ def check_protocol_methods(protocol: Protocol) -> None:
     names = method_names()
     for name in protocol.methods:
         if name not in names:
-            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})")
+            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})"
+                                f"{did_you_mean(name, names)}")
         resolve_settings(get_method(name), protocol)
