@@ -8,12 +8,13 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .data.specs import DATASETS
 from .errors import UsageError
+from .names import did_you_mean
 from .space.genotype import CellGenotype
 from .space.policies import POLICIES, get_policy
 from .space.upstream import arch_files
@@ -187,9 +188,27 @@ def _share(text: str) -> float:
     return value
 
 
+def _known(noun: str, known) -> Callable[[str], str]:
+    """An argument type for a name from `known`: an unknown one is refused with the closest known name
+    (argparse's own `choices` message suggests nothing)."""
+    def check(text: str) -> str:
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"unknown {noun} {text!r} (known: {', '.join(known)})"
+                                             f"{did_you_mean(text, known)}")
+        return text
+
+    return check
+
+
 def _count(text: str) -> int:
     if not re.fullmatch(r"\d+", text.strip()):
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive_count(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return int(text)
 
 
@@ -214,13 +233,16 @@ def benchmark_command(args: argparse.Namespace) -> int:
                          device=args.device, log_to=tuple(_names(args.log_to) or ()),
                          adopt_old_code=args.adopt_old_code)
     if args.dry_run:
-        return _dry_run(plan, storage, args)
+        return _dry_run(plan, storage, args, options)
+    if args.gpus is not None:
+        raise UsageError("--gpus N sizes the wall time of --dry-run only; a run uses the GPUs Ray finds "
+                         "(or --gpus-per-trial)")
     _preflight(plan, options, args)
 
     def announce() -> None:
-        print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches "
-              f"and {len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}",
-              file=sys.stderr)
+        print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches, "
+              f"{len(plan.of_phase('select'))} selections and {len(plan.of_phase('evaluate'))} evaluations; "
+              f"store {storage.resolve()}", file=sys.stderr)
 
     try:
         dispatch = run_plan(plan, storage, options, announce=announce)
@@ -256,13 +278,20 @@ def _check_store_methods(storage: Path, asked: list[str] | None) -> None:
                 "run; pass --plugin FILE to include them", file=sys.stderr)
 
 
-def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
+def _dry_run(plan, storage: Path, args: argparse.Namespace, options) -> int:
     from .estimate import dry_run, measurements, scale_of
+    from .runner import check_run
     from .runner.stale import describe as describe_stale
     from .runner.stale import find_stale
     from .store import Store
 
     store = Store(storage)
+    check_run(store, options)  # what the run would refuse, the dry run refuses too
+    if _checks_data_here(options, args):
+        from .preflight import missing_datasets
+
+        for problem in missing_datasets(plan, options.data_root):
+            print(f"lhdbench: warning: {problem}", file=sys.stderr)
     records = store.records() if store.root.is_dir() else {}
     done = {t for t, r in records.items() if r.status == "done"}
     failed = {t for t, r in records.items() if r.status == "failed"}
@@ -306,14 +335,19 @@ def _preflight(plan, options, args: argparse.Namespace) -> None:
     from .preflight import check_datasets, check_fits_datasets, check_fits_device
 
     check_fits_datasets(plan)  # wherever the trials run
-    local = options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
-    if not local:
+    if not _checks_data_here(options, args):
         return
     check_datasets(plan, options.data_root)
     if not args.allow_cpu and options.device != "cpu":
         import torch
 
         check_fits_device(plan, torch.cuda.is_available())
+
+
+def _checks_data_here(options, args: argparse.Namespace) -> bool:
+    """Whether the trials run on this machine (not on a cluster's nodes), so that its data root and
+    device are theirs."""
+    return options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -338,6 +372,8 @@ def report_command(args: argparse.Namespace) -> int:
                               mix_protocols=args.mix_protocols)
     except ReportError as error:
         raise UsageError(str(error)) from None
+    if args.out is None:
+        args.out = str(default_report_folder(args.storage))
     # The command as given (not resolved paths), so the header does not depend on where it ran.
     command = " ".join(["lhdbench report", f"--storage {args.storage}"]
                        + [f"--reference {r}" for r in args.reference or []]
@@ -350,7 +386,8 @@ def report_command(args: argparse.Namespace) -> int:
             print(f"lhdbench: warning: {note}", file=sys.stderr)
     written = write_report(report, args.out, formats, command=command)
     print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
-          f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
+          f"{report.trials.protocol}; {len(written)} file{'' if len(written) == 1 else 's'} under {args.out}",
+          file=sys.stderr)
     return 0
 
 
@@ -410,10 +447,22 @@ def compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_report_folder(storage: str) -> Path:
+    """Where `report` writes without --out: beside the store, named after it (runs/demo ->
+    runs/demo-report), so that the report is never mixed into the store's own files."""
+    path = Path(storage)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    if not path.name:
+        raise UsageError(f"--storage {storage}: give --out, the report cannot go beside the root folder")
+    return path.with_name(f"{path.name}-report")
+
+
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS),
+                        type=_known("dataset", DATASETS))
     parser.add_argument("--seed", type=seed_value, required=True, help="0 to 2^32-1")
     parser.add_argument("--preset", default="paper",
                         help=f"protocol preset ({', '.join(preset_names())}) or a YAML file")
@@ -443,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="discretize architecture files under a policy and describe the result")
     show.add_argument("paths", nargs="+", metavar="PATH",
                       help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
-    show.add_argument("--policy", choices=list(POLICIES), default="base")
-    show.add_argument("--dataset", choices=list(DATASETS), default="cifar10")
+    show.add_argument("--policy", choices=list(POLICIES), type=_known("policy", POLICIES), default="base")
+    show.add_argument("--dataset", choices=list(DATASETS), type=_known("dataset", DATASETS),
+                      default="cifar10")
     show.add_argument("--json", action="store_true", help="one JSON object per line per file")
     show.set_defaults(handler=arch_show)
 
@@ -454,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
         "draw", help="discretize architecture files under a policy and draw their cells")
     draw.add_argument("paths", nargs="+", metavar="PATH",
                       help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
-    draw.add_argument("--policy", required=True, choices=list(POLICIES))
-    draw.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
+    draw.add_argument("--policy", required=True, choices=list(POLICIES), type=_known("policy", POLICIES))
+    draw.add_argument("--dataset", choices=list(DATASETS), type=_known("dataset", DATASETS),
+                      default="cifar10",
                       help="the dataset whose network size the title states (default cifar10)")
     draw.add_argument("--out", required=True, help="output folder: OUT/<name>-<policy>.<format> per file")
     draw.add_argument("--formats", default=",".join(DRAW_FORMATS),
@@ -480,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="train one discretized architecture from scratch")
     evaluate.add_argument("arch", metavar="ARCH", help="ArchWeights .npz or upstream .pl file")
-    evaluate.add_argument("--policy", required=True, choices=list(POLICIES))
+    evaluate.add_argument("--policy", required=True, choices=list(POLICIES),
+                          type=_known("policy", POLICIES))
     _add_trial_options(evaluate)
     evaluate.set_defaults(handler=evaluate_command)
 
@@ -521,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "running them again; adopted records say adopted_from")
     bench.add_argument("--dry-run", action="store_true",
                        help="print the plan, what the store holds and the estimated cost; write nothing")
-    bench.add_argument("--gpus", type=_count, default=None, metavar="N",
+    bench.add_argument("--gpus", type=_positive_count, default=None, metavar="N",
                        help="with --dry-run: estimate the wall time on N GPUs (default: the GPUs here)")
     bench.add_argument("--allow-cpu", action="store_true",
                        help="run a GPU-sized protocol (paper, fast) on a machine without a GPU anyway")
@@ -553,7 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="leaderboard tables, statistics and plots from a store")
     report.add_argument("--storage", required=True, help="results store folder, or a bundle file")
-    report.add_argument("--out", required=True, help="output folder (leaderboard.md, tables/, plots/)")
+    report.add_argument("--out", default=None,
+                        help="output folder (leaderboard.md, tables/, plots/); default: beside the store, "
+                        "STORAGE-report (runs/demo -> runs/demo-report)")
     report.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     report.add_argument("--metric", choices=list(METRICS), default="final",

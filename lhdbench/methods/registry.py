@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import did_you_mean
 from .api import SearchMethod
 
 ENTRY_POINT_GROUP = "lhdbench.baselines"
@@ -188,4 +189,5 @@ def get_method(name: str) -> type[SearchMethod]:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         failed = f" (plugins that failed to load: {', '.join(sorted(_FAILURES))})" if _FAILURES else ""
-        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}{failed}") from None
+        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}{failed}"
+                         f"{did_you_mean(name, _REGISTRY)}") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..names import did_you_mean
 from ..protocol import Protocol, SearchSettings
 from ..rules import ProtocolError, rule_for
 from ..rules import choice as choice_rule
@@ -142,6 +143,7 @@ def _resolved(cls: type[SearchMethod], protocol: Protocol,
         except ProtocolError as error:
             # The value came from the method's section (or its defaults): say so.
             raise ProtocolError(str(error).replace("search.", f"methods.{cls.name}.", 1)) from None
+    cls.check_settings(base, hparams)
     return base, hparams
 
 
@@ -152,5 +154,6 @@ def check_protocol_methods(protocol: Protocol) -> None:
     names = method_names()
     for name in protocol.methods:
         if name not in names:
-            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})")
+            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})"
+                                f"{did_you_mean(name, names)}")
         resolve_settings(get_method(name), protocol)

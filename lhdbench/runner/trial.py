@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import RECORD_FILE, EpochCallback, TrialFailed, TrialMismatch, one_line_reason
@@ -21,14 +23,18 @@ from ..store import Store
 
 def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike, *,
               resources: Resources | None = None, data_root: str | None = None,
-              device: str | None = None, on_epoch: EpochCallback | None = None) -> TrialRecord:
+              device: str | None = None, on_epoch: EpochCallback | None = None,
+              note: Callable[[str], None] | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one planned trial and store its record.
 
     Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
     reason. Interrupts propagate and write nothing, so the checkpoint resumes. A full or read-only
-    storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops."""
+    storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops.
+    A trial that resumes from its checkpoint logs a `resume` event and says so through `note` (default:
+    a line on stderr)."""
     import torch
 
+    from ..checkpoint import resume_listener
     from ..protocol import protocol_from_dict
 
     resources = resources or Resources()
@@ -45,6 +51,14 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         who = {"host": socket.gethostname(), "pid": os.getpid(),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
+
+        def resumed(path: Any, epochs_done: int) -> None:
+            store.log_event(trial.trial_id, {"event": "resume", "attempt": attempt, "time": time.time(),
+                                             "epochs_done": epochs_done, **who})
+            (note or _to_stderr)(f"lhdbench: trial {trial.trial_id} resumed from its checkpoint after "
+                                 f"{epochs_done} epoch(s)")
+
+        listening = resume_listener.set(resumed)
         try:
             parsed = protocol_from_dict(protocol, name=protocol["name"])
             _check_unchanged(trial, parsed)
@@ -59,6 +73,8 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
             if is_storage_failure(error):
                 raise  # the storage, not the trial: the run stops (see the executors)
             record = _failed_record(store, trial, protocol, one_line_reason(error))
+        finally:
+            resume_listener.reset(listening)
         finished = time.time()
         record = _with_method_code(store, trial, record)
         record = record.stored(trial.to_dict(), attempt, resources,
@@ -67,6 +83,10 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
         store.log_event(trial.trial_id, {"event": record.status, "attempt": attempt, "time": finished,
                                          **who})
         return record
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
@@ -92,9 +112,15 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
         from ..select import GENOTYPE_FILE
         from ..space import Genotype
 
-        _finished(store, trial.selection_trial_id, "selection")
+        selection = _finished(store, trial.selection_trial_id, "selection")
         source = store.trial_dir(trial.selection_trial_id) / GENOTYPE_FILE
-        architecture = Genotype.from_json(source.read_text())
+        if source.is_file() or selection.genotype is None:
+            architecture = Genotype.from_json(source.read_text())
+        else:
+            # The file is gone (a store copied without trial folders): the selection's record holds
+            # the same genotype, validated when it was written.
+            architecture = Genotype.from_dict(selection.genotype)
+            source = store.record_path(trial.selection_trial_id)
     else:
         from ..search import ARCH_FILE
         from ..space.arch_weights import load_arch_weights
@@ -140,8 +166,6 @@ def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:
 
 
 def _set_aside_folder(store: Store, trial_id: str, why: Exception) -> None:
-    import sys
-
     from ..checkpoint import CHECKPOINT_NAME
     from ..files import move_aside
 
