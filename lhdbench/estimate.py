@@ -129,8 +129,10 @@ def _work(trial: Trial, plan: Plan) -> tuple[int, int, int]:
     train = min(TRAIN_IMAGES.get(trial.dataset, 0), settings.max_train_images or math.inf)
     test = min(TEST_IMAGES.get(trial.dataset, 0), settings.max_test_images or math.inf)
     per_epoch = min(math.ceil(train / settings.batch_size), settings.steps_per_epoch or math.inf)
-    tested = sum(1 for e in range(settings.epochs)
-                 if e > settings.best_after_epoch or e == settings.epochs - 1)
+    from .evaluate import curve_epochs  # the learning-curve points are test passes too
+
+    metric = {e for e in range(settings.epochs) if e > settings.best_after_epoch or e == settings.epochs - 1}
+    tested = len(metric | set(curve_epochs(settings.epochs).values()))
     return settings.epochs * int(per_epoch), settings.batch_size, int(tested * test)
 
 

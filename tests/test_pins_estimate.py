@@ -33,19 +33,28 @@ def cost_of(plan, phase, **match):
     return cost
 
 
-def test_a_paper_evaluation_counts_600_epochs_and_tests_after_epochs_401_to_599(table):
+def test_a_paper_evaluation_counts_600_epochs_and_tests_after_epochs_401_to_599_and_the_curve(table):
     plan = make_plan(load_suite("lhd").narrow(baselines=["darts"], datasets=["cifar10"], seeds=[0],
                                               policies=["base"]))
     cost = cost_of(plan, "evaluate")
     steps = 600 * 782  # 600 epochs of ceil(50,000 / 64) = 782 batches of 64
-    tested = 599 - 400  # the paper metric's epochs 401..599, the last one among them
+    # The paper metric's epochs 401..599 (the last one among them), and the five learning-curve points
+    # after 50, 100, 150, 200 and 300 epochs (1/12, 1/6, 1/4, 1/3, 1/2 of 600), all before epoch 401.
+    tested = (599 - 400) + 5
     assert cost.steps == steps
     assert cost.seconds == pytest.approx(steps * 64 * TRAIN_S + tested * 10_000 * TRAIN_S / 3, rel=1e-12)
     assert cost.basis == "measured"
 
 
-@pytest.mark.parametrize("epochs,best_after,tested", [(2, 0, 1), (3, 0, 2), (7, 2, 4), (10, 8, 1)])
-def test_an_evaluation_tests_each_epoch_after_best_after_epoch(table, epochs, best_after, tested):
+# Test passes: the epochs after best_after, the last, and the learning-curve points, the point of
+# fraction f after ceil(f x epochs) epochs (0-based epoch ceil(f x epochs) - 1), counted once each:
+#   2 epochs:  {1} and the points {0}                         -> 2
+#   3 epochs:  {1, 2} and {0 (1/12..1/3), 1 (1/2)}            -> 3
+#   7 epochs:  {3, 4, 5, 6} and {0, 1, 1, 2, 3}               -> 7
+#   10 epochs: {9} and {0, 1, 2, 3, 4}                        -> 6
+@pytest.mark.parametrize("epochs,best_after,tested", [(2, 0, 2), (3, 0, 3), (7, 2, 7), (10, 8, 6)])
+def test_an_evaluation_tests_each_epoch_after_best_after_epoch_and_at_the_curve(table, epochs, best_after,
+                                                                                tested):
     protocol = load_protocol("smoke").replace(evaluate={"epochs": epochs, "best_after_epoch": best_after})
     plan = make_plan(load_suite("smoke").narrow(baselines=["darts"], seeds=[0], policies=["base"]),
                      protocol)
@@ -74,16 +83,19 @@ def test_the_estimate_counts_the_test_passes_the_evaluation_loop_makes(table, tm
 
 def test_a_search_counts_its_methods_own_epochs_and_batch(table):
     """A method's own settings (here darts's epochs from the protocol's methods section, and GDAS's
-    own batch of 256) are what its search runs."""
+    own batch of 256, which the smoke preset scales by its 16/176 of the paper's) are what its search
+    runs."""
     protocol = load_protocol("smoke").replace(methods={"darts": {"epochs": 5}})
     plan = make_plan(load_suite("smoke").narrow(baselines=["darts", "gdas"], seeds=[0], policies=["base"]),
                      protocol)
     darts, gdas = cost_of(plan, "search", baseline="darts"), cost_of(plan, "search", baseline="gdas")
     # smoke: 64 images, 32 for the weights and 32 for the architecture. darts: batch 16, so 2 steps an
-    # epoch (the smoke cap); GDAS: its batch of 256 capped at the 32 images of a half, 1 step an epoch.
-    assert (darts.steps, gdas.steps) == (5 * 2, 2 * 1)
+    # epoch (the smoke cap); GDAS: its batch of 256 x 16/176 = 23.3, so 23, and ceil(32 / 23) = 2 steps
+    # an epoch.
+    gdas_batch = round(256 * 16 / 176)
+    assert (darts.steps, gdas.steps) == (5 * 2, 2 * 2)
     assert darts.seconds == pytest.approx(10 * 16 * SEARCH_S, rel=1e-12)
-    assert gdas.seconds == pytest.approx(2 * 32 * SEARCH_S, rel=1e-12)
+    assert gdas.seconds == pytest.approx(4 * gdas_batch * SEARCH_S, rel=1e-12)
     assert darts.basis == "measured" and gdas.basis != "measured"  # GDAS's from darts's, saying so
 
 
