@@ -99,7 +99,8 @@ def settings_origins(cls: type[SearchMethod], protocol: Protocol) -> dict[str, t
     unknown = sorted(set(overrides) - set(cls.defaults) - SEARCH_FIELDS)
     if unknown:
         known = sorted(set(cls.defaults) | SEARCH_FIELDS)
-        raise ProtocolError(f"methods.{cls.name}.{unknown[0]}: unknown key (known: {', '.join(known)})")
+        raise ProtocolError(f"methods.{cls.name}.{unknown[0]}: unknown key (known: {', '.join(known)})"
+                            f"{did_you_mean(unknown[0], known)}")
     own = {k: v for k, v in cls.defaults.items() if k not in cls.presets}
     for key, choices in cls.presets.items():
         choice = choice_rule(*choices)(f"methods.{cls.name}.{key}", overrides.pop(key, cls.defaults[key]))
@@ -145,15 +146,3 @@ def _resolved(cls: type[SearchMethod], protocol: Protocol,
             raise ProtocolError(str(error).replace("search.", f"methods.{cls.name}.", 1)) from None
     cls.check_settings(base, hparams)
     return base, hparams
-
-
-def check_protocol_methods(protocol: Protocol) -> None:
-    """Every method a protocol's `methods:` section names exists, and its overrides resolve."""
-    from .registry import get_method, method_names
-
-    names = method_names()
-    for name in protocol.methods:
-        if name not in names:
-            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})"
-                                f"{did_you_mean(name, names)}")
-        resolve_settings(get_method(name), protocol)
