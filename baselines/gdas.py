@@ -163,10 +163,13 @@ class Gdas(SearchMethod):
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
         self.tau_max, self.tau_min = self.hparams["tau_max"], self.hparams["tau_min"]
-        if self.tau_min > self.tau_max:
-            raise ProtocolError(f"methods.gdas: need tau_min <= tau_max, got tau_min={self.tau_min}, "
-                                f"tau_max={self.tau_max}")
         self.tau = self.tau_max
+
+    @classmethod
+    def check_settings(cls, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
+        if hparams["tau_min"] > hparams["tau_max"]:
+            raise ProtocolError(f"methods.gdas: need tau_min <= tau_max, got tau_min={hparams['tau_min']}, "
+                                f"tau_max={hparams['tau_max']}")
 
     def build_supernet(self, num_classes: int) -> Supernet:
         return Supernet(num_classes, self.settings.init_channels, self.settings.layers, mixed_op=GdasEdge)

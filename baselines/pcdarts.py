@@ -26,7 +26,7 @@ from torch import nn
 
 from lhdbench.methods import SearchContext, SearchMethod, batch_metrics, register, scaled_epochs
 from lhdbench.protocol import SearchSettings
-from lhdbench.rules import integer
+from lhdbench.rules import ProtocolError, integer
 from lhdbench.space import ArchWeights, Supernet
 from lhdbench.space.ops import PRIMITIVES, build_op
 
@@ -71,6 +71,14 @@ class PcDarts(SearchMethod):
         self.partial = self.hparams["partial_channels"]
         self.warmup = scaled_epochs(self.hparams["arch_warmup_epochs"], settings.epochs,
                                     self.hparams["scale_warmup"])
+
+    @classmethod
+    def check_settings(cls, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
+        # Every edge splits its channels into K parts; widths double at reductions, so the first
+        # cells' width decides.
+        if settings.init_channels % hparams["partial_channels"]:
+            raise ProtocolError(f"methods.pcdarts.partial_channels: {hparams['partial_channels']} does not "
+                                f"divide the supernet's width (init_channels {settings.init_channels})")
 
     def build_supernet(self, num_classes: int) -> Supernet:
         edge = functools.partial(PartialMixedOp, partial=self.partial)

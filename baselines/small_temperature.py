@@ -168,12 +168,15 @@ class PcdDarts(_SmallTemperature):
 
     def __init__(self, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
         super().__init__(settings, hparams)
-        if self.hparams["cycle_epochs"] % 2:
-            raise ProtocolError(f"methods.{self.name}.cycle_epochs: expected an even number, "
-                                f"got {self.hparams['cycle_epochs']}")
         self.cycle, self.final = pcd_tables(self.hparams["decay_strength"], self.hparams["cycle_epochs"],
                                             self.hparams["final_epochs"], self.a)
         self.temperature = self.schedule(0)
+
+    @classmethod
+    def check_settings(cls, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
+        if hparams["cycle_epochs"] % 2:
+            raise ProtocolError(f"methods.{cls.name}.cycle_epochs: expected an even number, "
+                                f"got {hparams['cycle_epochs']}")
 
     def schedule(self, epoch: int) -> float:
         return pcd_temperature(epoch, self.settings.epochs, self.cycle, self.final)

@@ -3,8 +3,11 @@ from the measurements in benchmarks/results/:
 
 * paper scale, GPU: throughput-search-switches-<gpu>.json (the fused search step in bf16, the paper
   preset's switches), throughput-<gpu>.json (the training step), methods-<gpu>.json (every method's
-  search step, where it has been run), gpu-*.json from benchmarks/gpu.sh where present;
-* demo scale, CPU: demo-cpu.json (benchmarks/demo.py: the demo suite's trials, per image).
+  search step, where it has been run);
+* demo scale, CPU: demo-cpu.json (benchmarks/demo.py: the demo suite's trials, per image);
+* packing: from gpu-packing.json (benchmarks/gpu.sh, not a rehearsal), the number of trials per GPU
+  with the best aggregate throughput (benchmarks/summary.py's rule), which the runner takes as its cap
+  on trials per GPU (lhdbench/runner/gpu_share.py; without it the cap is an unmeasured default).
 
     python benchmarks/measurements.py            # rewrites conditions/measurements.yaml
 """
@@ -29,6 +32,8 @@ HEADER = """\
 # train: seconds per training step of an evaluated network at `batch`, per policy.
 # Forward-only passes (the selection's measurements, test accuracy) are estimated as a third of a
 # training step per image.
+# packing: trials_per_gpu, the number of evaluation trials on one GPU with the best aggregate
+# throughput, measured by benchmarks/packing.py (the runner's cap on trials per GPU).
 """
 
 
@@ -71,6 +76,26 @@ def demo_cpu() -> dict | None:
                                          for k, v in demo["seconds_per_image"]["train"].items()}}}
 
 
+def packing() -> dict | None:
+    measured = load("gpu-packing.json")
+    if not measured or measured.get("rehearsal"):
+        return None
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from summary import best_count
+
+    best = None  # (aggregate images/s, count, variant)
+    for variant, runs in (measured.get("runs") or {}).items():
+        rates = {k: r.get("aggregate_images_per_s") for k, r in runs.items()}
+        count = best_count(rates)
+        if count is not None and (best is None or rates[str(count)] > best[0]):
+            best = (rates[str(count)], count, variant)
+    if best is None:
+        return None
+    return {"trials_per_gpu": best[1], "source": f"gpu-packing.json ({best[2]}, {measured.get('device')})"}
+
+
 def yaml_lines(value: dict, indent: int = 0) -> list[str]:
     lines = []
     for key, item in value.items():
@@ -85,11 +110,13 @@ def yaml_lines(value: dict, indent: int = 0) -> list[str]:
 
 
 def main() -> None:
-    scales = {}
+    scales: dict = {}
     if (gpu := paper_gpu()) is not None:
         scales["paper"] = {"gpu": gpu}
     if (cpu := demo_cpu()) is not None:
         scales["demo"] = {"cpu": cpu}
+    if (packed := packing()) is not None:
+        scales["packing"] = packed
     OUT.write_text(HEADER + "\n" + "\n".join(yaml_lines(scales)) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}")
 

@@ -5,7 +5,11 @@ The runner uses the peak memory to decide how many trials share a GPU. Inputs ar
 images the size of CIFAR-10's splits, served by the GPU-resident stream.
 
     python benchmarks/methods.py --out benchmarks/results/methods-<device>.json [--methods darts,gdas]
-On a CPU it runs a few steps at a small batch and scales the epoch estimate to the paper batch.
+    python benchmarks/methods.py --out /tmp/x.json --rehearse     # the smoke protocol's tiny supernets
+
+On a CPU it runs a few steps at a small batch and scales the epoch estimate to the paper batch. A
+method that fails is recorded under `errors` and the next one runs; the file is written at the start
+and after every method.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ from lhdbench.protocol import load_protocol
 from lhdbench.search import _MethodForward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from result_file import ResultFile  # noqa: E402
 from throughput import stream, sync, timed  # noqa: E402
 
 CIFAR10_TRAIN = 50_000
 
 
-def measure(name: str, device: torch.device, steps: int, warmup: int, cpu_batch: int | None) -> dict:
+def measure(name: str, device: torch.device, steps: int, warmup: int, cpu_batch: int | None,
+            protocol_name: str = "paper", images: int = CIFAR10_TRAIN) -> dict:
     cls = get_method(name)
-    protocol = load_protocol("paper")
+    protocol = load_protocol(protocol_name)
     settings, hparams = resolve_settings(cls, protocol)
     if not cls.trains:
         return {"trains": False, "note": "no training: exports its initial weights"}
@@ -46,8 +52,9 @@ def measure(name: str, device: torch.device, steps: int, warmup: int, cpu_batch:
     forward = engine.maybe_compile(_MethodForward(method, net), protocol.speed, cls.static_graph)
     ctx = SearchContext(net, forward, weight_opt, arch_opt, settings, engine.autocast(protocol.speed, device))
     weight_images = CIFAR10_TRAIN // 2 if cls.bilevel else CIFAR10_TRAIN
-    weights = stream(weight_images, batch, device, protocol.speed.channels_last, 0)
-    arch = stream(CIFAR10_TRAIN // 2, batch, device, False, 0) if cls.bilevel else None
+    streamed = images // 2 if cls.bilevel else images
+    weights = stream(streamed, batch, device, protocol.speed.channels_last, 0)
+    arch = stream(images // 2, batch, device, False, 0) if cls.bilevel else None
     # Measure the phase after any warm-up (PC-DARTS trains weights only for its first epochs).
     method.on_epoch_start(settings.epochs - 1)
     net.train()
@@ -69,23 +76,32 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated (default: every registered one)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--rehearse", action="store_true",
+                        help="the smoke protocol's supernets, batch 4, on the CPU (benchmarks/gpu.sh)")
     args = parser.parse_args()
-    device = engine.pick_device(args.device)
+    device = torch.device("cpu") if args.rehearse else engine.pick_device(args.device)
     gpu = device.type == "cuda"
-    steps, warmup = args.steps or (10 if gpu else 1), 3 if gpu else 1
+    if args.rehearse:
+        torch.set_num_threads(1)
+    steps, warmup = args.steps or (10 if gpu else 1), 3 if gpu else 0 if args.rehearse else 1
+    protocol, images, cpu_batch = ("smoke", 64, 4) if args.rehearse else ("paper", CIFAR10_TRAIN, 8)
     torch.backends.cudnn.benchmark = True
     names = args.methods.split(",") if args.methods else method_names()
-    results = {"device": environment(device).model_dump(), "protocol": "paper", "timed_steps": steps,
-               "warmup_steps": warmup, "methods": {}}
+    out = ResultFile(args.out, rehearsal=args.rehearse, device=environment(device).model_dump(),
+                     protocol=protocol, timed_steps=steps, warmup_steps=warmup, methods={})
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
         if gpu:
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        results["methods"][name] = measure(name, device, steps, warmup, None if gpu else 8)
-        print(json.dumps(results["methods"][name]), file=sys.stderr, flush=True)
+        result = out.measure(name, lambda name=name: measure(name, device, steps, warmup,
+                                                             None if gpu else cpu_batch, protocol, images))
+        if result is not None:
+            out.data["methods"][name] = result
+            print(json.dumps(result), file=sys.stderr, flush=True)
         sync(device)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        out.save()
+    out.done()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Writes one JSON file with images/s, step time, estimated epoch and run times, pe
 
     python benchmarks/throughput.py --out benchmarks/results/throughput-cpu.json          # small on CPU
     python benchmarks/throughput.py --out benchmarks/results/throughput-h100.json         # on a GPU
+    python benchmarks/throughput.py --out /tmp/x.json --parts search --rehearse         # tiny, on the CPU
+
+A measurement that fails is recorded under `errors` and the others still run; the file is written at
+the start and after every measurement.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from lhdbench.protocol import SearchSettings, SpeedSettings
 from lhdbench.search import _MethodForward
 from lhdbench.space import ArchWeights, FinalNetwork, Supernet, discretize, get_policy
 from lhdbench.space.supernet import MixedOp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_memory import memory_figures  # noqa: E402
+from result_file import ResultFile  # noqa: E402
 
 # CIFAR-10 steps per epoch at the paper batch sizes: 25,000 images / 176 (search), 50,000 / 64 (evaluation).
 SEARCH_STEPS_PER_EPOCH = 143
@@ -75,21 +83,22 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> dict[str, floa
     sync(device)
     elapsed = time.perf_counter() - began
     return {"warmup_s": warmup_s, "step_s": elapsed / steps,
-            "peak_memory_bytes": engine.peak_memory_bytes(device)}
+            "peak_memory_bytes": engine.peak_memory_bytes(device), "memory": memory_figures(device)}
 
 
 def search_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: int, steps: int,
-                fused: bool = True) -> dict:
+                fused: bool = True, images: int = 25_000, channels: int = 16, layers: int = 8) -> dict:
     torch.manual_seed(0)
     cls = get_method("darts")
-    method = cls(SearchSettings(batch_size=batch), {})
-    supernet = method.build_supernet(10) if fused else Supernet(10, mixed_op=MixedOp)
+    method = cls(SearchSettings(batch_size=batch, init_channels=channels, layers=layers), {})
+    supernet = (method.build_supernet(10) if fused
+                else Supernet(10, channels, layers, mixed_op=MixedOp))
     net = engine.prepare_model(supernet, speed, device)
     weight_opt, arch_opt = method.configure_optimizers(net)
     forward = engine.maybe_compile(_MethodForward(method, net), speed, cls.static_graph)
     ctx = SearchContext(net, forward, weight_opt, arch_opt, method.settings, engine.autocast(speed, device))
-    weights = stream(25_000, batch, device, speed.channels_last, 0)
-    arch = stream(25_000, batch, device, speed.channels_last, 0)
+    weights = stream(images, batch, device, speed.channels_last, 0)
+    arch = stream(images, batch, device, speed.channels_last, 0)
     net.train()
     result = timed(lambda: method.step(ctx, weights.next_batch(), arch.next_batch()), warmup, steps, device)
     result["images_per_s"] = 2 * batch / result["step_s"]
@@ -98,15 +107,16 @@ def search_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: 
     return result
 
 
-def train_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: int, steps: int) -> dict:
+def train_step(speed: SpeedSettings, device: torch.device, batch: int, warmup: int, steps: int,
+               images: int = 50_000, channels: int = 36, layers: int = 20) -> dict:
     torch.manual_seed(0)
     genotype = discretize(fixed_arch_weights(), get_policy("base"))
-    model = engine.prepare_model(FinalNetwork(genotype, 10, 36, 20), speed, device)
+    model = engine.prepare_model(FinalNetwork(genotype, 10, channels, layers), speed, device)
     model.drop_path_prob = 0.01 * len(genotype.normal.concat) / 2
     optimizer = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     forward = engine.maybe_compile(model, speed, static_graph=True)
     autocast = engine.autocast(speed, device)
-    data = stream(50_000, batch, device, speed.channels_last, 16)
+    data = stream(images, batch, device, speed.channels_last, 16)
     model.train()
 
     def step() -> None:
@@ -137,13 +147,21 @@ def main() -> None:
                         help="fused-fp32 applies to the search part only")
     parser.add_argument("--parts", default="search,train")
     parser.add_argument("--compile-search", action="store_true", help="also compile the supernet")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="tiny networks on the CPU (benchmarks/gpu.sh)")
     args = parser.parse_args()
-    device = engine.pick_device(args.device)
+    device = torch.device("cpu") if args.rehearse else engine.pick_device(args.device)
     gpu = device.type == "cuda"
-    steps = args.steps or (30 if gpu else 2)
+    if args.rehearse:
+        torch.set_num_threads(1)
+    steps = args.steps or (30 if gpu else 1 if args.rehearse else 2)
     warmup = args.warmup or (10 if gpu else 1)
     # On a CPU the paper batches take minutes per step; measure small batches and scale the estimates.
-    search_batch, train_batch = (176, 64) if gpu else (16, 8)
+    search_batch, train_batch = (176, 64) if gpu else (4, 4) if args.rehearse else (16, 8)
+    # A rehearsal: the smallest networks and streams that run the same code.
+    shapes = ({"search": {"images": 64, "channels": 4, "layers": 3}, "train": {"images": 64, "channels": 4,
+                                                                               "layers": 3}}
+              if args.rehearse else {"search": {}, "train": {}})
     torch.backends.cudnn.benchmark = True
     # torch.compile of the whole supernet (8 cells x 20 edges x 7 ops, unrolled, with its backward)
     # did not finish compiling within 9 minutes on an H100, so the search path is measured without it
@@ -160,9 +178,10 @@ def main() -> None:
         "train": {"plain": SpeedSettings(),
                   "optimized": SpeedSettings(precision="bf16", channels_last=True, compile=gpu)},
     }
-    results: dict = {"device": environment(device).model_dump(), "platform": platform.platform(),
-                     "search_batch": search_batch, "train_batch": train_batch,
-                     "timed_steps": steps, "warmup_steps": warmup, "results": {}}
+    out = ResultFile(args.out, rehearsal=args.rehearse, device=environment(device).model_dump(),
+                     platform=platform.platform(), search_batch=search_batch, train_batch=train_batch,
+                     timed_steps=steps, warmup_steps=warmup, results={})
+    results = out.data
     for part in args.parts.split(","):
         for name in args.paths.split(","):
             run = search_step if part == "search" else train_step
@@ -172,20 +191,23 @@ def main() -> None:
                 continue
             speed = paths[part][name]
             extra = {"fused": name != "plain"} if part == "search" else {}
-            result = run(speed, device, batch, warmup, steps, **extra)
+            result = out.measure(f"{part}/{name}", lambda run=run, batch=batch, speed=speed, extra=extra,
+                                 part=part: run(speed, device, batch, warmup, steps, **extra, **shapes[part]))
+            torch._dynamo.reset()
+            if result is None:
+                continue
             result["implementation"] = ("fused cell" if extra.get("fused") else "reference cell") \
                 if part == "search" else "final network"
             result["speed"] = {"precision": speed.precision, "channels_last": speed.channels_last,
                                "compile": speed.compile}
             results["results"][f"{part}/{name}"] = result
             print(json.dumps(result), file=sys.stderr, flush=True)
-            torch._dynamo.reset()
             if {f"{part}/plain", f"{part}/optimized"} <= results["results"].keys():
                 r = results["results"]
                 results[f"{part}_speedup"] = r[f"{part}/plain"]["step_s"] / r[f"{part}/optimized"]["step_s"]
             # Saved after every measurement, so a run cut short still leaves what it measured.
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+            out.save()
+    out.done()
     print(json.dumps(results, indent=2))
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,6 +35,23 @@ class Stateful(Protocol):
 
 class CheckpointUnreadable(ValueError):
     """A checkpoint file that exists but cannot be used; the message is one line."""
+
+
+# Who hears that a trial resumed: the runner logs it in the store's events (runner/trial.py); without
+# a listener (the single-trial commands) it is a line on stderr.
+resume_listener: ContextVar[Callable[[Path, int], None] | None] = ContextVar("resume_listener",
+                                                                             default=None)
+
+
+def say_resumed(path: Path, epochs_done: int) -> None:
+    """Tell whoever listens that the trial of checkpoint `path` resumed with `epochs_done` epochs done
+    (it continues with epoch `epochs_done`, counted from 0)."""
+    listener = resume_listener.get()
+    if listener is not None:
+        listener(path, epochs_done)
+    else:
+        print(f"lhdbench: resumed from {path} after {epochs_done} epoch(s); continuing with epoch "
+              f"{epochs_done}", file=sys.stderr)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -93,6 +111,11 @@ class LoopState:
                 "values": self.values}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        # The loop set its values before resuming; a checkpoint without one of them (written before
+        # the loop had it) would fail later with a KeyError on every rerun, so it does not fit.
+        missing = sorted(set(self.values) - set(state["values"]))
+        if missing:
+            raise KeyError(f"loop value {missing[0]!r} missing (written by an older lhdbench?)")
         self.epoch, self.history = int(state["epoch"]), list(state["history"])
         self.wall_time_s, self.values = float(state["wall_time_s"]), dict(state["values"])
 
@@ -114,11 +137,11 @@ class Checkpointer:
     def resume(self, device: torch.device) -> bool:
         """Restore every part from the checkpoint, if there is one; False when there is none.
 
-        A checkpoint that cannot be read, or does not hold exactly these parts, is moved aside with a
-        line on stderr, and the trial starts over (False). One that holds the right parts but does not
-        fit them (a part's load fails half-way) is moved aside too and fails this attempt, since some
-        parts may already be overwritten; the retry starts over. A checkpoint of another trial raises
-        TrialMismatch (`check_inputs`) and is left alone."""
+        A checkpoint that cannot be read, does not hold exactly these parts, or holds them but does
+        not fit them (a part lacks a key, as one written by an older lhdbench may) is moved aside with
+        a line on stderr, every part is put back as it was before, and the trial starts over (False).
+        A checkpoint of another trial raises TrialMismatch (`check_inputs`) and is left alone. A
+        resumed trial says so (`say_resumed`)."""
         try:
             state = load_checkpoint(self.path, device)
             if state is None:
@@ -128,19 +151,42 @@ class Checkpointer:
             if problem:
                 raise CheckpointUnreadable(f"{self.path}: {problem}")
         except CheckpointUnreadable as error:
-            aside = move_aside(self.path)
-            print(f"lhdbench: {error}; moved to {aside.name}, the trial starts over", file=sys.stderr)
+            self._set_aside(error)
             return False
+        # A part can fail half-way through its load, after others were overwritten: keep what every
+        # part was before, so that starting over starts from exactly what a fresh trial has.
+        fresh = io.BytesIO()
+        torch.save(self._states(), fresh)
         try:
-            for name, part in self.parts.items():
-                if part is not None:
-                    part.load_state_dict(state[name])
-        except Exception as error:
-            aside = move_aside(self.path)
+            self._load(state)
+        except Exception as error:  # noqa: BLE001 - whatever a part's load raises, it does not fit
             detail = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-            raise TrialFailed(f"{self.path}: checkpoint does not fit the trial ({detail}); moved to "
-                              f"{aside.name}, a retry starts over") from None
+            fresh.seek(0)
+            try:
+                self._load(torch.load(fresh, map_location=device, weights_only=True))
+            except Exception:  # noqa: BLE001 - cannot happen for parts that save and load themselves
+                aside = move_aside(self.path)
+                raise TrialFailed(f"{self.path}: checkpoint does not fit the trial ({detail}); moved to "
+                                  f"{aside.name}, a retry starts over") from None
+            self._set_aside(CheckpointUnreadable(f"{self.path}: checkpoint does not fit the trial "
+                                                 f"({detail})"))
+            return False
+        loop = next((p for p in self.parts.values() if isinstance(p, LoopState)), None)
+        if loop is not None:
+            say_resumed(self.path, loop.next_epoch)
         return True
+
+    def _states(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.parts.items() if part is not None}
+
+    def _load(self, state: Mapping[str, Any]) -> None:
+        for name, part in self.parts.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+
+    def _set_aside(self, error: Exception) -> None:
+        aside = move_aside(self.path)
+        print(f"lhdbench: {error}; moved to {aside.name}, the trial starts over", file=sys.stderr)
 
     def _mismatch(self, state: Mapping[str, Any]) -> str | None:
         names = set(state) - {INPUTS_KEY}

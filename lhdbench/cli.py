@@ -8,44 +8,23 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
 from .data.specs import DATASETS
-from .space.arch_weights import SUFFIX as NPZ_SUFFIX
+from .errors import UsageError
+from .names import did_you_mean
 from .space.genotype import CellGenotype
 from .space.policies import POLICIES, get_policy
+from .space.upstream import arch_files
 
 # Only light modules above: `--help`, `--version` and usage errors answer without importing torch or
 # Ray; each command imports what it needs.
-PL_SUFFIX = ".pl"  # upstream's pickled architecture files (lhdbench.space.upstream reads them)
-ARCH_SUFFIXES = (PL_SUFFIX, NPZ_SUFFIX)
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2."""
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
-
-
-def arch_files(paths: Sequence[str]) -> list[Path]:
-    """The architecture files named by `paths`; a directory stands for every one under it."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in ARCH_SUFFIXES and p.is_file())
-            if not found:
-                raise UsageError(f"{path}: no architecture files ({' or '.join(ARCH_SUFFIXES)}) under it")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-    return files
 
 
 def _input_name(index: int) -> str:
@@ -209,9 +188,27 @@ def _share(text: str) -> float:
     return value
 
 
+def _known(noun: str, known) -> Callable[[str], str]:
+    """An argument type for a name from `known`: an unknown one is refused with the closest known name
+    (argparse's own `choices` message suggests nothing)."""
+    def check(text: str) -> str:
+        if text not in known:
+            raise argparse.ArgumentTypeError(f"unknown {noun} {text!r} (known: {', '.join(known)})"
+                                             f"{did_you_mean(text, known)}")
+        return text
+
+    return check
+
+
 def _count(text: str) -> int:
     if not re.fullmatch(r"\d+", text.strip()):
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive_count(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return int(text)
 
 
@@ -221,25 +218,31 @@ def benchmark_command(args: argparse.Namespace) -> int:
     from .runner import RunOptions, run_plan
 
     add_plugin_files(args.plugin or [])  # before any method lookup, so plugins are registered
-    suite = load_suite(args.suite).narrow(
+    suite = load_suite(args.suite)
+    storage = Path(args.storage or f"runs/{suite.name}")
+    _check_store_methods(storage, _names(args.baselines))
+    suite = suite.narrow(
         baselines=_names(args.baselines), datasets=_names(args.datasets),
         policies=_names(args.policies), seeds=args.seeds, preset=args.preset,
         selections=_names(args.selections))
     plan = make_plan(suite)
-    storage = Path(args.storage or f"runs/{suite.name}")
     options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
                          address=args.address,
                          data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-                         device=args.device, log_to=tuple(_names(args.log_to) or ()))
+                         device=args.device, log_to=tuple(_names(args.log_to) or ()),
+                         adopt_old_code=args.adopt_old_code)
     if args.dry_run:
-        return _dry_run(plan, storage, args)
+        return _dry_run(plan, storage, args, options)
+    if args.gpus is not None:
+        raise UsageError("--gpus N sizes the wall time of --dry-run only; a run uses the GPUs Ray finds "
+                         "(or --gpus-per-trial)")
     _preflight(plan, options, args)
 
     def announce() -> None:
-        print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches "
-              f"and {len(plan.trials) - len(plan.searches)} evaluations; store {storage.resolve()}",
-              file=sys.stderr)
+        print(f"lhdbench: suite {suite.name}, protocol {plan.protocol.name}: {len(plan.searches)} searches, "
+              f"{len(plan.of_phase('select'))} selections and {len(plan.of_phase('evaluate'))} evaluations; "
+              f"store {storage.resolve()}", file=sys.stderr)
 
     try:
         dispatch = run_plan(plan, storage, options, announce=announce)
@@ -263,11 +266,40 @@ def benchmark_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
+def _check_store_methods(storage: Path, asked: list[str] | None) -> None:
+    """A store's methods that are not registered now (a plugin file not passed again): an error when
+    asked for by name, else a line saying they are left out of this run; both name the file."""
+    from .methods import method_names
+    from .store import Store, method_sources
+
+    known = set(method_names())
+    sources = method_sources(Store(storage))
+    for name in asked or []:
+        if name not in known and name in sources:
+            raise UsageError(f"unknown baseline {name!r}: the trials of it in {storage} come from "
+                             f"{sources[name]}; pass --plugin with that file")
+    if asked is None:
+        missing = sorted(set(sources) - known)
+        if missing:
+            print(f"lhdbench: {storage} also holds trials of " + ", ".join(
+                f"{name} ({sources[name]})" for name in missing) + ", not loaded now, so not part of this "
+                "run; pass --plugin FILE to include them", file=sys.stderr)
+
+
+def _dry_run(plan, storage: Path, args: argparse.Namespace, options) -> int:
     from .estimate import dry_run, measurements, scale_of
+    from .runner import check_run
+    from .runner.stale import describe as describe_stale
+    from .runner.stale import find_stale
     from .store import Store
 
     store = Store(storage)
+    check_run(store, options)  # what the run would refuse, the dry run refuses too
+    if _checks_data_here(options, args):
+        from .preflight import missing_datasets
+
+        for problem in missing_datasets(plan, options.data_root):
+            print(f"lhdbench: warning: {problem}", file=sys.stderr)
     records = store.records() if store.root.is_dir() else {}
     done = {t for t, r in records.items() if r.status == "done"}
     failed = {t for t, r in records.items() if r.status == "failed"}
@@ -285,8 +317,25 @@ def _dry_run(plan, storage: Path, args: argparse.Namespace) -> int:
         if not count and "gpu" in measured and "cpu" not in measured:
             count, kind, note = 1, "gpu", "no GPU here; --gpus N estimates the wall time on N GPUs"
     lines = dry_run(plan, done, failed, max(count, 1), kind)
-    print("\n".join(lines + ([note] if note else [])))
+    print("\n".join(lines + ([note] if note else []) + _settings_lines(plan)
+                    + [f"note: {line}" for line in describe_stale(find_stale(plan, records),
+                                                                   adopting=args.adopt_old_code)]))
     return 0
+
+
+def _settings_lines(plan) -> list[str]:
+    """Each method's effective search settings that differ from the protocol's, and why."""
+    from .methods import get_method
+    from .methods.settings import differing_settings
+
+    lines = []
+    for name in plan.suite.baselines:
+        differing = differing_settings(get_method(name), plan.protocol)
+        if differing:
+            lines.append(f"  {name}: {'; '.join(differing)}")
+    if not lines:
+        return [f"search settings: every method runs protocol {plan.protocol.name}'s"]
+    return [f"search settings that differ from protocol {plan.protocol.name}'s:"] + lines
 
 
 def _preflight(plan, options, args: argparse.Namespace) -> None:
@@ -294,14 +343,19 @@ def _preflight(plan, options, args: argparse.Namespace) -> None:
     from .preflight import check_datasets, check_fits_datasets, check_fits_device
 
     check_fits_datasets(plan)  # wherever the trials run
-    local = options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
-    if not local:
+    if not _checks_data_here(options, args):
         return
     check_datasets(plan, options.data_root)
     if not args.allow_cpu and options.device != "cpu":
         import torch
 
         check_fits_device(plan, torch.cuda.is_available())
+
+
+def _checks_data_here(options, args: argparse.Namespace) -> bool:
+    """Whether the trials run on this machine (not on a cluster's nodes), so that its data root and
+    device are theirs."""
+    return options.executor == "serial" or not (args.address or os.environ.get("RAY_ADDRESS"))
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -322,26 +376,101 @@ def report_command(args: argparse.Namespace) -> int:
     try:
         formats = parse_formats(args.formats)
         report = build_report(args.storage, metric=args.metric, protocol=args.protocol,
-                              alpha=args.alpha)
+                              alpha=args.alpha, references=args.reference or (),
+                              mix_protocols=args.mix_protocols)
     except ReportError as error:
         raise UsageError(str(error)) from None
+    if args.out is None:
+        args.out = str(default_report_folder(args.storage))
     # The command as given (not resolved paths), so the header does not depend on where it ran.
-    command = " ".join(["lhdbench report", f"--storage {args.storage}", f"--out {args.out}",
-                        f"--metric {args.metric}"] + ([f"--protocol {args.protocol}"] if args.protocol
-                                                      else []) + [f"--formats {','.join(formats)}"])
+    command = " ".join(["lhdbench report", f"--storage {args.storage}"]
+                       + [f"--reference {r}" for r in args.reference or []]
+                       + [f"--out {args.out}", f"--metric {args.metric}"]
+                       + ([f"--protocol {args.protocol}"] if args.protocol else [])
+                       + (["--mix-protocols"] if args.mix_protocols else [])
+                       + [f"--formats {','.join(formats)}"])
     for note in report.trials.notes:
         if note.startswith("left out, not a valid trial record"):
             print(f"lhdbench: warning: {note}", file=sys.stderr)
     written = write_report(report, args.out, formats, command=command)
     print(f"report: {len(report.baselines)} baselines, {len(report.conditions)} conditions, protocol "
-          f"{report.trials.protocol}; {len(written)} files under {args.out}", file=sys.stderr)
+          f"{report.trials.protocol}; {len(written)} file{'' if len(written) == 1 else 's'} under {args.out}",
+          file=sys.stderr)
     return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from .results.bundle import BundleError, export_bundle
+
+    try:
+        manifest = export_bundle(args.storage, args.out, checkpoints=args.checkpoints)
+    except BundleError as error:
+        raise UsageError(str(error)) from None
+    import hashlib
+
+    digest = hashlib.sha256(Path(args.out).read_bytes()).hexdigest()
+    counts = manifest["counts"]
+    print(f"bundle {args.out}: {counts['search']} searches, {counts['select']} selections, "
+          f"{counts['evaluate']} evaluations ({counts['done']} done, {counts['failed']} failed), "
+          f"{len(manifest['members'])} members, {Path(args.out).stat().st_size:,} bytes; sha256 {digest}")
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from .results.bundle import BundleError
+    from .results.imports import import_bundle
+
+    try:
+        bundle, summary = import_bundle(args.bundle, args.storage)
+    except BundleError as error:
+        raise UsageError(str(error)) from None
+    for line in summary.lines(bundle, Path(args.storage)):
+        print(f"lhdbench: {line}", file=sys.stderr)
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from .report import ReportError
+    from .report.compare import compare_sources, write_comparison
+
+    try:
+        comparison = compare_sources(args.a, args.b, metric=args.metric, protocol_a=args.protocol_a,
+                                     protocol_b=args.protocol_b, resamples=args.resamples)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    # The command as given, so the Markdown does not depend on where it ran.
+    command = " ".join(["lhdbench compare", args.a, args.b, f"--out {args.out}", f"--metric {args.metric}"]
+                       + [f"--protocol-{side} {name}" for side, name in
+                          (("a", args.protocol_a), ("b", args.protocol_b)) if name]
+                       + [f"--resamples {args.resamples}"])
+    for note in comparison.notes:
+        if "not a valid trial record" in note:
+            print(f"lhdbench: warning: {note}", file=sys.stderr)
+    written = write_comparison(comparison, args.out, command)
+    taus = comparison.agreement["tau"].dropna()
+    print(f"compare: protocol {comparison.a.protocol} against {comparison.b.protocol}, "
+          f"{len(comparison.conditions)} condition(s) in common"
+          + (f", mean Kendall tau {taus.mean():.2f}" if len(taus) else "")
+          + f"; {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
+
+
+def default_report_folder(storage: str) -> Path:
+    """Where `report` writes without --out: beside the store, named after it (runs/demo ->
+    runs/demo-report), so that the report is never mixed into the store's own files."""
+    path = Path(storage)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    if not path.name:
+        raise UsageError(f"--storage {storage}: give --out, the report cannot go beside the root folder")
+    return path.with_name(f"{path.name}-report")
 
 
 def _add_trial_options(parser: argparse.ArgumentParser) -> None:
     from .protocol import preset_names
 
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS),
+                        type=_known("dataset", DATASETS))
     parser.add_argument("--seed", type=seed_value, required=True, help="0 to 2^32-1")
     parser.add_argument("--preset", default="paper",
                         help=f"protocol preset ({', '.join(preset_names())}) or a YAML file")
@@ -371,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="discretize architecture files under a policy and describe the result")
     show.add_argument("paths", nargs="+", metavar="PATH",
                       help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
-    show.add_argument("--policy", choices=list(POLICIES), default="base")
-    show.add_argument("--dataset", choices=list(DATASETS), default="cifar10")
+    show.add_argument("--policy", choices=list(POLICIES), type=_known("policy", POLICIES), default="base")
+    show.add_argument("--dataset", choices=list(DATASETS), type=_known("dataset", DATASETS),
+                      default="cifar10")
     show.add_argument("--json", action="store_true", help="one JSON object per line per file")
     show.set_defaults(handler=arch_show)
 
@@ -382,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         "draw", help="discretize architecture files under a policy and draw their cells")
     draw.add_argument("paths", nargs="+", metavar="PATH",
                       help="upstream .pl or lhdbench .npz ArchWeights file, or a directory of them")
-    draw.add_argument("--policy", required=True, choices=list(POLICIES))
-    draw.add_argument("--dataset", choices=list(DATASETS), default="cifar10",
+    draw.add_argument("--policy", required=True, choices=list(POLICIES), type=_known("policy", POLICIES))
+    draw.add_argument("--dataset", choices=list(DATASETS), type=_known("dataset", DATASETS),
+                      default="cifar10",
                       help="the dataset whose network size the title states (default cifar10)")
     draw.add_argument("--out", required=True, help="output folder: OUT/<name>-<policy>.<format> per file")
     draw.add_argument("--formats", default=",".join(DRAW_FORMATS),
@@ -408,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="train one discretized architecture from scratch")
     evaluate.add_argument("arch", metavar="ARCH", help="ArchWeights .npz or upstream .pl file")
-    evaluate.add_argument("--policy", required=True, choices=list(POLICIES))
+    evaluate.add_argument("--policy", required=True, choices=list(POLICIES),
+                          type=_known("policy", POLICIES))
     _add_trial_options(evaluate)
     evaluate.set_defaults(handler=evaluate_command)
 
@@ -443,9 +575,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--log-to", metavar="T,...",
                        help="send every trial's per-epoch metrics to tensorboard, mlflow and/or wandb "
                        "(Ray executor; pip install 'lhdbench[tracking]')")
+    bench.add_argument("--adopt-old-code", action="store_true",
+                       help="keep the stored results of trials whose only difference is the method's "
+                       "code (an edit that cannot change results, or a store of lhdbench 0.1) instead of "
+                       "running them again; adopted records say adopted_from")
     bench.add_argument("--dry-run", action="store_true",
                        help="print the plan, what the store holds and the estimated cost; write nothing")
-    bench.add_argument("--gpus", type=_count, default=None, metavar="N",
+    bench.add_argument("--gpus", type=_positive_count, default=None, metavar="N",
                        help="with --dry-run: estimate the wall time on N GPUs (default: the GPUs here)")
     bench.add_argument("--allow-cpu", action="store_true",
                        help="run a GPU-sized protocol (paper, fast) on a machine without a GPU anyway")
@@ -464,11 +600,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "invalid_records, storage")
     status.set_defaults(handler=status_command)
 
+    export = commands.add_parser("export", help="write a store's results as one bundle file that travels")
+    export.add_argument("--storage", required=True, help="results store folder")
+    export.add_argument("--out", required=True, help="the bundle file to write (a zip, e.g. NAME.zip)")
+    export.add_argument("--checkpoints", action="store_true",
+                        help="also the trials' checkpoints (large; needed to select by perturbation on "
+                        "imported searches)")
+    export.set_defaults(handler=export_command)
+
+    importing = commands.add_parser("import", help="add a bundle's results to a store, after checking it")
+    importing.add_argument("bundle", metavar="BUNDLE", help="a bundle file written by lhdbench export")
+    importing.add_argument("--storage", required=True, help="results store folder (created if needed)")
+    importing.set_defaults(handler=import_command)
+
     from .report.options import FORMATS, METRICS
 
     report = commands.add_parser("report", help="leaderboard tables, statistics and plots from a store")
-    report.add_argument("--storage", required=True, help="results store folder")
-    report.add_argument("--out", required=True, help="output folder (leaderboard.md, tables/, plots/)")
+    report.add_argument("--storage", required=True, help="results store folder, or a bundle file")
+    report.add_argument("--out", default=None,
+                        help="output folder (leaderboard.md, tables/, plots/); default: beside the store, "
+                        "STORAGE-report (runs/demo -> runs/demo-report)")
     report.add_argument("--formats", default=",".join(FORMATS),
                         help=f"comma-separated subset of {','.join(FORMATS)} (default: all)")
     report.add_argument("--metric", choices=list(METRICS), default="final",
@@ -477,7 +628,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--protocol", default=None,
                         help="protocol name to report on (needed when the store holds several)")
     report.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    report.add_argument("--reference", action="append", metavar="BUNDLE_OR_STORE",
+                        help="another store or a bundle whose trials join the tables (repeatable); the "
+                        "store's own trials win where both hold one experiment")
+    report.add_argument("--mix-protocols", action="store_true",
+                        help="report trials of other protocols (or of one protocol name with other "
+                        "settings) in the same tables; their cells say 'other protocol'")
     report.set_defaults(handler=report_command)
+
+    compare = commands.add_parser(
+        "compare", help="how two stores rank the methods alike, per condition (Kendall's tau, Spearman's "
+        "rho, bootstrap intervals over seeds)")
+    compare.add_argument("a", metavar="A", help="results store, e.g. of the fast protocol")
+    compare.add_argument("b", metavar="B", help="results store, e.g. of the paper protocol")
+    compare.add_argument("--out", default="comparison",
+                         help="output folder: compare.md, compare.csv, compare_ranks.csv, compare.png "
+                         "(default: comparison)")
+    compare.add_argument("--metric", choices=list(METRICS), default="final",
+                         help="final: final-epoch test accuracy (default); best: the paper's metric")
+    compare.add_argument("--protocol-a", default=None, help="protocol of A (needed when it holds several)")
+    compare.add_argument("--protocol-b", default=None, help="protocol of B (needed when it holds several)")
+    compare.add_argument("--resamples", type=_count, default=1000,
+                         help="bootstrap resamples per condition (default 1000)")
+    compare.set_defaults(handler=compare_command)
     return parser
 
 

@@ -8,6 +8,7 @@ a machine without a GPU.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +30,7 @@ class TrialCost:
     steps: int  # training steps (search and selection steps count one architecture and one weight batch)
     seconds: float | None  # None: nothing measured to estimate it from
     basis: str  # what the time rests on: "measured", or how it was estimated
+    scale: float | None = None  # an evaluation timed as base's: its network's size over base's
 
 
 @dataclass
@@ -80,8 +82,8 @@ def estimate(plan: Plan, trials: list[Trial] | None = None, kind: str = "gpu") -
     result = Estimate(device=entry.get("device") if entry else None, kind=kind)
     for trial in plan.trials if trials is None else trials:
         work = _work(trial, plan)
-        seconds, basis = _time(trial, work, entry)
-        result.costs.append(TrialCost(trial, work[0], seconds, basis))
+        seconds, basis, scale = _time(trial, work, entry, plan)
+        result.costs.append(TrialCost(trial, work[0], seconds, basis, scale))
     return result
 
 
@@ -127,28 +129,69 @@ def _work(trial: Trial, plan: Plan) -> tuple[int, int, int]:
     train = min(TRAIN_IMAGES.get(trial.dataset, 0), settings.max_train_images or math.inf)
     test = min(TEST_IMAGES.get(trial.dataset, 0), settings.max_test_images or math.inf)
     per_epoch = min(math.ceil(train / settings.batch_size), settings.steps_per_epoch or math.inf)
-    tested = sum(1 for e in range(settings.epochs)
-                 if e > settings.best_after_epoch or e == settings.epochs - 1)
+    from .evaluate import curve_epochs  # the learning-curve points are test passes too
+
+    metric = {e for e in range(settings.epochs) if e > settings.best_after_epoch or e == settings.epochs - 1}
+    tested = len(metric | set(curve_epochs(settings.epochs).values()))
     return settings.epochs * int(per_epoch), settings.batch_size, int(tested * test)
 
 
-def _time(trial: Trial, work: tuple[int, int, int], entry: dict | None) -> tuple[float | None, str]:
+def _time(trial: Trial, work: tuple[int, int, int], entry: dict | None,
+          plan: Plan) -> tuple[float | None, str, float | None]:
+    """(seconds, basis, scale) of one trial; `scale` where an evaluation's time is base's scaled."""
     steps, batch, forwards = work
     if steps == 0 and forwards == 0:
-        return 0.0, "measured"
+        return 0.0, "measured", None
     if not entry:
-        return None, "unmeasured: no step time for this scale and device"
+        return None, "unmeasured: no step time for this scale and device", None
     if trial.phase in ("search", "select"):
         per_image, basis = _per_image(entry.get("search", {}), trial.baseline, "darts")
         if per_image is None:
-            return None, "unmeasured: no search step time"
+            return None, "unmeasured: no search step time", None
         # A search step trains on an architecture batch and a weight batch: two forwards and backwards.
         seconds = steps * per_image * batch + forwards * per_image / 2 * FORWARD_SHARE
-        return seconds, basis
+        return seconds, basis, None
     per_image, basis = _per_image(entry.get("train", {}), trial.policy, "base")
     if per_image is None:
-        return None, "unmeasured: no training step time"
-    return steps * per_image * batch + forwards * per_image * FORWARD_SHARE, basis
+        return None, "unmeasured: no training step time", None
+    scale = None
+    if basis == "as base's per image" and trial.policy != "base":
+        # Another policy's network is bigger (1m has >= 1.5M parameters, base about 0.65M): its step
+        # takes longer in about the ratio of the parameter counts, which follows the ratio of the
+        # networks' FLOPs within a few percent for the four policies.
+        scale = params_ratio(trial.policy, trial.dataset, plan.protocol.evaluate)
+        per_image *= scale
+        basis = "as base's per image, scaled by parameters"
+    return steps * per_image * batch + forwards * per_image * FORWARD_SHARE, basis, scale
+
+
+def params_ratio(policy: str, dataset: str, settings: Any) -> float:
+    """The parameters of `policy`'s evaluated network over base's, at the protocol's shapes (the
+    policy's own, or the sizes the protocol sets)."""
+    from .data import get_dataset
+
+    classes = get_dataset(dataset).num_classes
+    return (network_params(policy, classes, settings.layers, settings.init_channels)
+            / network_params("base", classes, settings.layers, settings.init_channels))
+
+
+@functools.lru_cache(maxsize=64)
+def network_params(policy: str, num_classes: int, layers: int | None, init_channels: int | None) -> float:
+    """The parameter count (without the auxiliary head) of the network `policy` evaluates, for the
+    first of the fixed random architectures lhdbench/memory.py sizes (the others differ by a few
+    percent, and each 1m network takes a second to size)."""
+    import torch
+
+    from .evaluate import build_network
+    from .memory import _random_weights
+    from .protocol import EvalSettings
+    from .space import discretize, get_policy
+
+    rule = get_policy(policy)
+    settings = EvalSettings(layers=layers, init_channels=init_channels, auxiliary_weight=0.0)
+    with torch.device("meta"):  # shapes only: nothing allocated
+        model = build_network(discretize(_random_weights(0), rule), rule, num_classes, settings)
+    return float(sum(p.numel() for p in model.parameters()))
 
 
 def _per_image(table: dict, key: str | None, fallback: str) -> tuple[float | None, str]:
@@ -214,6 +257,15 @@ def dry_run(plan: Plan, done: set[str], failed: set[str], devices: int, kind: st
                           if b and b != ["measured"])
         lines.append(f"  {baseline:<14}" + "".join(f"{c:>20}" for c in cells)
                      + f"{hours_text(_sum(mine)):>12}  {basis or 'measured'}")
+    scaled = sorted({(c.trial.policy, c.trial.dataset, c.scale) for c in result.costs if c.scale})
+    if scaled:
+        by_policy: dict[str, list[float]] = {}
+        for policy, _, scale in scaled:
+            by_policy.setdefault(policy, []).append(scale)
+        lines.append("  evaluations of policies without a measured step time are timed as base's per image "
+                     "times their network's parameters over base's (lhdbench/space/network.py): " + ", ".join(
+                         f"{p} x{min(v):.2f}" + (f"-{max(v):.2f}" if max(v) - min(v) >= 0.005 else "")
+                         for p, v in by_policy.items()))
     chain = wall_text(result.critical_path()) if result.costs and result.seconds is not None else "unknown"
     lines.append(f"total: {hours_text(result.seconds)} of {unit} time; on {devices} {unit}"
                  f"{'s' if devices != 1 else ''} about {wall_text(result.wall_seconds(devices))} (its "

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from .data import get_dataset
 from .data.sources import load_images
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE, EpochCallback
-from .environment import environment
+from .environment import code_version, environment
 from .protocol import EvalSettings, Protocol
 from .record import TrialRecord, check_seed, evaluation_inputs
 from .space import ArchWeights, FinalNetwork, Genotype, Policy, count_parameters, discretize, network_shape
@@ -37,6 +39,21 @@ ADAPTIVE_DROP_PATH = {
     "cifar100": ((75.0, 0.0005), (85.0, 0.0001)),
     "svhn": ((97.0, 0.0005), (99.0, 0.0001)),
 }
+
+# Learning-curve points: the test accuracy after these fractions of the schedule, so that one full run
+# also shows how early its ranking settles (docs/report.md, "Learning-curve agreement"). They are not
+# settings: not in the protocol, not in the trial identity, and the extra test passes train nothing
+# differently (tests/test_learning_curve.py checks the final weights bitwise).
+CURVE_FRACTIONS = (Fraction(1, 12), Fraction(1, 6), Fraction(1, 4), Fraction(1, 3), Fraction(1, 2))
+
+
+def curve_epochs(epochs: int, fractions: tuple[Fraction, ...] | None = None) -> dict[str, int]:
+    """{fraction as "1/12": 0-based epoch}: the point of fraction f is the test accuracy after the first
+    ceil(f x epochs) epochs (at least one), so at least that fraction of the schedule has been trained
+    (600 epochs: 1/12 -> after 50, epoch index 49). In a short schedule several fractions fall on one
+    epoch (3 epochs: 1/12 to 1/3 all after the first); they share its one test pass and its value."""
+    fractions = CURVE_FRACTIONS if fractions is None else fractions
+    return {str(f): max(1, math.ceil(f * epochs)) - 1 for f in fractions}
 
 
 def drop_path_target(genotype: Genotype, policy: Policy, dataset: str) -> float:
@@ -100,7 +117,8 @@ def run_evaluation(architecture: ArchWeights | Genotype, policy: Policy, dataset
     device = engine.pick_device(device)
     fields = {"phase": "evaluate", "policy": policy.name, "dataset": dataset, "seed": seed,
               "protocol": protocol.to_dict(), "genotype": genotype.to_dict(), "arch_sha256": digest,
-              "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device)}
+              "arch_metadata": metadata, "arch_file": arch_file, "environment": environment(device),
+              "code": code_version()}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _train(
         genotype, policy, spec.name, seed, protocol, out_dir, device, data_root, progress, inputs,
         on_epoch))
@@ -132,6 +150,7 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
     checkpointer.resume(device)
     place_learning_rates(optimizer, device)
     history = loop.history
+    curve = curve_epochs(settings.epochs)
     forward = engine.maybe_compile(model, speed, static_graph=True)
     autocast = engine.autocast(speed, device)
     train_step = TrainStep(model, forward, optimizer, settings.auxiliary_weight, settings.grad_clip,
@@ -165,7 +184,9 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
             threshold, increment = early if epoch <= settings.best_after_epoch else late
             if 100 * train_acc > threshold:
                 p_max += increment
-        if epoch > settings.best_after_epoch or epoch == settings.epochs - 1:
+        if epoch > settings.best_after_epoch or epoch == settings.epochs - 1 or epoch in curve.values():
+            # In eval mode and without gradients: BN statistics, the global RNG (drop path) and the
+            # training stream's generator are untouched, so a test pass never changes training.
             entry["test_acc"] = test_accuracy(model, test_stream, autocast)
         history.append(entry)
         bar.epoch_done(epoch, f"loss {train_loss:.3f} train {train_acc:.3f}"
@@ -184,9 +205,18 @@ def _train(genotype: Genotype, policy: Policy, dataset: str, seed: int, protocol
         "best_epoch": best["epoch"] if best else None,
         "best_after_epoch": settings.best_after_epoch,
         "params": count_parameters(model), "layers": model.layers, "init_channels": model.channels,
-        "drop_path_max": loop.values["p_max"], "history": history, "wall_time_s": wall,
+        "drop_path_max": loop.values["p_max"], "history": history, "curve": curve_points(history, curve),
+        "wall_time_s": wall,
         "epochs": settings.epochs,
         "epochs_per_s": settings.epochs / wall if wall > 0 else None,
         "peak_gpu_memory_bytes": engine.peak_memory_bytes(device),
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},
     }
+
+
+def curve_points(history: list[dict[str, Any]], curve: dict[str, int]) -> list[dict[str, Any]]:
+    """The record's learning-curve points, in fraction order. A fraction whose epoch has no test
+    accuracy in the history (a trial resumed from a checkpoint of an earlier lhdbench) is left out."""
+    tested = {h["epoch"]: h["test_acc"] for h in history if "test_acc" in h}
+    return [{"fraction": fraction, "epoch": epoch, "test_acc": tested[epoch]}
+            for fraction, epoch in curve.items() if epoch in tested]

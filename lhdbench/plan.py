@@ -3,8 +3,10 @@
 A suite plans one search trial per (baseline, dataset, seed); for each, one evaluation trial per
 policy, target dataset and selection that trains the searched architecture with the same seed, and one
 perturbation selection per policy rule where the suite asks for it. A trial id is a readable prefix plus
-a hash of everything that determines the trial's result, so the store can skip what is done and a
-changed setting never reuses an old result.
+a hash of everything that determines the trial's result (the method's code among it), so the store can
+skip what is done and a changed setting or an edited method never reuses an old result. Each trial also
+has a settings id, the same hash without the method's code, which is how a rerun tells a result of an
+earlier code version of the same experiment (docs/runner.md, "Trial ids").
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .methods import check_protocol_methods
 from .protocol import Protocol, load_protocol
+from .record import without_code
 from .search import search_identity
 from .suite import SELECTIONS, Suite, SuiteError, load_suite, suite_names
 
@@ -38,6 +42,9 @@ class Trial:
     selection: str | None = None  # an evaluation's: "magnitude" or "perturbation"
     selection_trial_id: str | None = None  # the selection a perturbation evaluation trains the result of
     search_dataset: str | None = None  # an evaluation's searched dataset (another one: transfer)
+    # The id the trial has with the method's code left out of its identity (record.without_code):
+    # equal for two versions of a method's code, and equal to the id lhdbench 0.1 gave the trial.
+    settings_id: str | None = None
 
     @property
     def depends_on(self) -> str | None:
@@ -53,6 +60,8 @@ class Plan:
     suite: Suite
     protocol: Protocol
     trials: tuple[Trial, ...]  # searches, selections, then evaluations
+    # What each trial's id hashes, by trial id (to say which settings changed since a stored result).
+    identities: Mapping[str, dict[str, Any]] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def searches(self) -> list[Trial]:
@@ -62,8 +71,12 @@ class Plan:
         return [t for t in self.trials if t.phase == phase]
 
     def run_entry(self) -> dict[str, Any]:
-        """How this plan was asked for; plan.json keeps one entry per distinct run."""
-        return {**self.suite.to_dict(), "suite": self.suite.name, "protocol": self.protocol.name}
+        """How this plan was asked for, and where each method came from (a rerun without a plugin
+        names the file); plan.json keeps one entry per distinct run."""
+        from .methods import method_source
+
+        return {**self.suite.to_dict(), "suite": self.suite.name, "protocol": self.protocol.name,
+                "sources": {name: method_source(name) for name in self.suite.baselines}}
 
 
 def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
@@ -75,42 +88,51 @@ def make_plan(suite: Suite, protocol: Protocol | None = None) -> Plan:
     check_protocol_methods(protocol)
     evaluation = {k: v for k, v in protocol.to_dict().items() if k in ("evaluate", "speed")}
     trials: list[Trial] = []
+    identities: dict[str, dict[str, Any]] = {}
+
+    def _ids(label: str, identity: dict[str, Any], settings_identity: dict[str, Any]) -> tuple[str, str]:
+        """(trial id, settings id) of one trial."""
+        ids = trial_id(label, identity), trial_id(label, settings_identity)
+        identities[ids[0]] = identity
+        return ids
+
     for baseline in suite.baselines:
         for dataset in suite.datasets:
             for seed in suite.seeds:
                 name = f"{baseline}-{dataset}-s{seed}"
-                search_id = trial_id(f"search-{name}", search_identity(baseline, dataset, seed, protocol))
-                trials.append(Trial(search_id, "search", baseline, dataset, seed))
-                selections: dict[str, str] = {}
+                identity = search_identity(baseline, dataset, seed, protocol)
+                search = _ids(f"search-{name}", identity, without_code(identity))
+                trials.append(Trial(search[0], "search", baseline, dataset, seed, settings_id=search[1]))
+                selections: dict[str, tuple[str, str]] = {}
                 if "perturbation" in suite.selections:
                     for policy in suite.policies:
                         rule = selection_policy(policy)
                         if rule not in selections:
-                            selections[rule] = trial_id(f"select-{name}-{rule}",
-                                                        selection_identity(search_id, rule, protocol))
-                            trials.append(Trial(selections[rule], "select", baseline, dataset, seed, rule,
-                                                search_id))
+                            selections[rule] = _ids(f"select-{name}-{rule}",
+                                                    *(selection_identity(i, rule, protocol) for i in search))
+                            trials.append(Trial(selections[rule][0], "select", baseline, dataset, seed, rule,
+                                                search[0], settings_id=selections[rule][1]))
                 for target in suite.targets(dataset):
                     to = "" if target == dataset else f"-to-{target}"
                     for policy in suite.policies:
                         # The identity of a transductive magnitude evaluation is what it always was, so
-                        # stores planned before selections and transfer existed keep their ids.
+                        # stores planned before selections and transfer existed keep their settings ids.
                         common = {"phase": "evaluate", "policy": policy, "dataset": target, "seed": seed,
                                   **evaluation}
                         if "magnitude" in suite.selections:
-                            eval_id = trial_id(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}",
-                                               {**common, "search_trial_id": search_id})
-                            trials.append(Trial(eval_id, "evaluate", baseline, target, seed, policy,
-                                                search_id, "magnitude", None, dataset))
+                            ids = _ids(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}",
+                                       *({**common, "search_trial_id": i} for i in search))
+                            trials.append(Trial(ids[0], "evaluate", baseline, target, seed, policy,
+                                                search[0], "magnitude", None, dataset, ids[1]))
                         if "perturbation" in suite.selections:
-                            select_id = selections[selection_policy(policy)]
-                            eval_id = trial_id(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}-pt",
-                                               {**common, "selection_trial_id": select_id})
-                            trials.append(Trial(eval_id, "evaluate", baseline, target, seed, policy,
-                                                search_id, "perturbation", select_id, dataset))
+                            chosen = selections[selection_policy(policy)]
+                            ids = _ids(f"eval-{baseline}-{dataset}{to}-s{seed}-{policy}-pt",
+                                       *({**common, "selection_trial_id": i} for i in chosen))
+                            trials.append(Trial(ids[0], "evaluate", baseline, target, seed, policy,
+                                                search[0], "perturbation", chosen[0], dataset, ids[1]))
     order = {"search": 0, "select": 1, "evaluate": 2}
     trials.sort(key=lambda t: order[t.phase])
-    return Plan(suite, protocol, tuple(trials))
+    return Plan(suite, protocol, tuple(trials), identities)
 
 
 def trial_id(label: str, identity: dict[str, Any]) -> str:

@@ -17,12 +17,26 @@ def datasets_of(plan: Plan) -> list[str]:
 def check_datasets(plan: Plan, data_root: str | None) -> None:
     """Every dataset the plan trains or evaluates on is on disk under the data root, or can be
     downloaded from here."""
+    problems = missing_datasets(plan, data_root, first_only=True)
+    if problems:
+        raise ValueError(problems[0])
+
+
+def missing_datasets(plan: Plan, data_root: str | None, first_only: bool = False) -> list[str]:
+    """One line per dataset of the plan that is neither on disk under the data root nor downloadable
+    from here. Every dataset is looked for on disk before any download host is tried."""
     from .data import check_available
 
-    for dataset in datasets_of(plan):
-        problem = check_available(dataset, data_root)
+    datasets = datasets_of(plan)
+    on_disk = {d for d in datasets if check_available(d, data_root, download=False) is None}
+    problems = []
+    for dataset in datasets:
+        problem = None if dataset in on_disk else check_available(dataset, data_root)
         if problem:
-            raise ValueError(problem)
+            problems.append(problem)
+            if first_only:
+                break
+    return problems
 
 
 def check_fits_datasets(plan: Plan) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .names import did_you_mean
 from .rules import ProtocolError, Rule, boolean, choice, integer, number, number_pair, one_line, show
 from .rules import fail as _fail
 from .rules import is_int as _is_int
@@ -259,7 +260,7 @@ def load_protocol(name_or_path: str | os.PathLike[str],
         known = preset_names()
         if text_name not in known:
             raise ProtocolError(f"unknown protocol preset {text_name!r} (known presets: {', '.join(known)}; "
-                                "or give a path to a .yaml file)")
+                                f"or give a path to a .yaml file){did_you_mean(text_name, known)}")
         resource = _presets_dir() / f"{text_name}.yaml"
         where = f"lhdbench.conditions/protocols/{text_name}.yaml"
         text = resource.read_text(encoding="utf-8")

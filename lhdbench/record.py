@@ -79,11 +79,38 @@ class Worker(_Strict):
     finished_at: float
 
 
+class CodeVersion(_Strict):
+    """Which code produced a result: the search method's fingerprint (`methods/fingerprint.py`) and
+    where the method was defined (a module, or a plugin file's path), lhdbench's version and its git
+    commit when it runs from a checkout (`+dirty` when its tracked files were edited)."""
+
+    method: str | None = None
+    method_source: str | None = None
+    lhdbench: str
+    commit: str | None = None
+
+
+class CurvePoint(_Strict):
+    """An evaluation's test accuracy after a fraction of its schedule (`evaluate.curve_epochs`)."""
+
+    fraction: Annotated[str, Field(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]  # "1/12"
+    epoch: Count  # 0-based, as in `history`
+    test_acc: Fraction
+
+
 def search_inputs(baseline: str, dataset: str, seed: int, settings: dict[str, Any], hparams: dict[str, Any],
-                  speed: dict[str, Any]) -> dict[str, Any]:
-    """Everything that determines a search's result (and so its folder and its trial id)."""
-    return {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
-            "settings": settings, "hparams": hparams, "speed": speed}
+                  speed: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+    """Everything that determines a search's result (and so its folder and its trial id): the method,
+    its resolved settings and hyperparameters, the speed switches and the fingerprint of the method's
+    code. Without a fingerprint (None) it is the identity of lhdbench 0.1, which did not record code."""
+    inputs = {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
+              "settings": settings, "hparams": hparams, "speed": speed}
+    return inputs if code is None else {**inputs, "code": code}
+
+
+def without_code(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity with the method's code left out: what a trial's `settings_id` hashes."""
+    return {k: v for k, v in identity.items() if k != "code"}
 
 
 def evaluation_inputs(arch_sha256: str, policy: str, dataset: str, seed: int,
@@ -116,9 +143,15 @@ class TrialRecord(_Strict):
     selection: Literal["magnitude", "perturbation"] | None = None  # an evaluation's
     selection_trial_id: str | None = None  # a perturbation evaluation's selection
     search_dataset: str | None = None  # an evaluation's searched dataset (another one: transfer)
+    # The trial's id without the method's code: trials of one settings_id and different ids are the
+    # same experiment run with different versions of the method. None outside a store; records of
+    # lhdbench 0.1 (no code recorded) read it as their trial_id, which hashed no code.
+    settings_id: str | None = None
     protocol: dict[str, Any]  # the whole protocol (Protocol.to_dict()); its `name` names it
+    code: CodeVersion | None = None  # None in records of lhdbench 0.1
     # Store bookkeeping.
     attempts: Count = 0
+    adopted_from: str | None = None  # the trial whose result this is (`benchmark --adopt-old-code`)
     resources: Resources | None = None
     worker: Worker | None = None
     environment: Environment | None = None
@@ -134,6 +167,9 @@ class TrialRecord(_Strict):
     # A search's exported weights after every epoch: {"epoch", "normal", "reduce", "normal_output",
     # "reduce_output"} (5 significant digits), to show how the architecture evolved.
     arch_history: list[dict[str, Any]] = []
+    # An evaluation's learning-curve points, in fraction order; empty in records written before
+    # lhdbench recorded them (and in searches and selections).
+    curve: list[CurvePoint] = []
     decisions: list[dict[str, Any]] = []  # a selection's decisions, each with its measurements
     measurements: Count | None = None  # a selection's accuracy measurements (full arch-half passes)
     arch_half_acc: Fraction | None = None
@@ -159,6 +195,10 @@ class TrialRecord(_Strict):
             data = dict(data)
             inputs = data.pop("inputs")
             data.setdefault("arch_sha256", inputs.get("arch_sha256"))
+        # Before code was recorded, a stored trial's id hashed its settings only.
+        if isinstance(data, dict) and data.get("code") is None and data.get("settings_id") is None \
+                and isinstance(data.get("trial_id"), str):
+            data = {**data, "settings_id": data["trial_id"]}
         return data
 
     @model_validator(mode="after")
@@ -219,7 +259,7 @@ class TrialRecord(_Strict):
         """The identity of the trial's folder (what a resumed or rerun trial is checked against)."""
         if self.phase == "search":
             return search_inputs(self.baseline, self.dataset, self.seed, self.settings, self.hparams,
-                                 self.protocol.get("speed"))
+                                 self.protocol.get("speed"), self.code.method if self.code else None)
         if self.phase == "select":
             return selection_inputs(self.search_trial_id, self.policy, self.protocol.get("select"),
                                     self.protocol.get("speed"))
@@ -242,7 +282,12 @@ def read_record(path: str | os.PathLike) -> TrialRecord:
     """The record in `path`; InvalidRecord (one line: file, field, problem) when it is not one.
     OSError when it cannot be read at all."""
     path = Path(path)
-    raw = path.read_bytes()
+    return parse_record(path.read_bytes(), str(path))
+
+
+def parse_record(raw: bytes, where: str) -> TrialRecord:
+    """The record in `raw` (the bytes of a record file); InvalidRecord naming `where` otherwise."""
+    path = where
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as error:

@@ -19,8 +19,9 @@ from .data import get_dataset
 from .data.sources import ImageSet, load_images, search_split
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE, EpochCallback
-from .environment import environment
+from .environment import code_version, environment
 from .methods import SearchContext, SearchMethod, get_method, resolve_settings
+from .methods.fingerprint import method_code
 from .protocol import Protocol
 from .record import TrialRecord, check_seed, search_inputs
 from .space import ArchWeights
@@ -52,13 +53,14 @@ def accuracy(forward: Any, stream: GpuBatchStream) -> float:
 
 def search_identity(baseline: str, dataset: str, seed: int, protocol: Protocol) -> dict[str, Any]:
     """Everything that determines a search's result, and nothing else: the method's resolved settings
-    and hyperparameters and the speed switches, but not the evaluation section, so protocols that
-    differ only in how architectures are trained (`paper`, `fast`) share their searches."""
+    and hyperparameters, the speed switches and the fingerprint of the method's code, but not the
+    evaluation section, so protocols that differ only in how architectures are trained (`paper`,
+    `fast`) share their searches."""
     cls = get_method(baseline)
     get_dataset(dataset)
     settings, hparams = resolve_settings(cls, protocol)
     return search_inputs(baseline, dataset, seed, protocol.replace(search=settings).to_dict()["search"],
-                         hparams, protocol.to_dict()["speed"])
+                         hparams, protocol.to_dict()["speed"], method_code(cls).fingerprint)
 
 
 def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_dir: str | Path, *,
@@ -77,7 +79,7 @@ def run_search(baseline: str, dataset: str, seed: int, protocol: Protocol, out_d
     device = engine.pick_device(device)
     fields = {"phase": "search", "baseline": baseline, "dataset": dataset, "seed": seed,
               "protocol": protocol.to_dict(), "settings": inputs["settings"], "hparams": hparams,
-              "environment": environment(device)}
+              "environment": environment(device), "code": code_version(cls)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _search(
         cls, settings, hparams, dataset, seed, protocol, out_dir, device, data_root, progress, inputs,
         on_epoch))

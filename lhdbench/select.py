@@ -45,7 +45,7 @@ from .data import get_dataset
 from .data.sources import load_images, search_split
 from .data.stream import GpuBatchStream
 from .engine import RECORD_FILE, EpochCallback
-from .environment import environment
+from .environment import code_version, environment
 from .methods import SearchMethod, get_method, resolve_settings
 from .protocol import Protocol
 from .record import TrialRecord, selection_inputs
@@ -184,7 +184,8 @@ def run_selection(search: TrialRecord, search_dir: str | Path, search_trial_id: 
     fields = {"phase": "select", "baseline": search.baseline, "dataset": search.dataset, "seed": search.seed,
               "policy": rule, "search_trial_id": search_trial_id, "protocol": protocol.to_dict(),
               "settings": protocol.to_dict()["select"], "hparams": search.hparams,
-              "environment": environment(device)}
+              "environment": environment(device),
+              "code": code_version(get_method(search.baseline) if search.baseline else None)}
     return engine.run_recorded(out_dir / RECORD_FILE, fields, lambda: _select(
         search, search_dir, get_policy(rule), protocol, out_dir, device, data_root, inputs, on_epoch))
 
@@ -277,11 +278,23 @@ def _searched_supernet(cls: type[SearchMethod], settings: Any, hparams: dict[str
                        search_dir: Path, speed: Any, device: torch.device):
     """The method, its supernet and its architecture optimizer as the search left them. A search that
     trains no epoch (random) has no checkpoint: its supernet is rebuilt from the same seed, which the
-    caller has set, exactly as the search built it."""
+    caller has set, exactly as the search built it. A search that trains must have left its final
+    checkpoint: selecting on a freshly built supernet would record an architecture of untrained
+    weights as this search's (TrialFailed instead)."""
     method = cls(settings, hparams)
     supernet = engine.prepare_model(method.build_supernet(num_classes), speed, device)
     _, arch_opt = method.configure_optimizers(supernet)
-    state = load_checkpoint(search_dir / CHECKPOINT_NAME, device)
+    path = search_dir / CHECKPOINT_NAME
+    state = load_checkpoint(path, device)
+    if cls.trains:
+        finished = state.get("loop", {}).get("epoch") if state is not None else None
+        if state is None or finished != settings.epochs - 1:
+            problem = ("is missing (a store copied without checkpoints?)" if state is None else
+                       f"holds epoch {finished}, not the search's last ({settings.epochs - 1})")
+            raise engine.TrialFailed(
+                f"the search's checkpoint {path} {problem}: a perturbation selection needs the searched "
+                "supernet; put the search's checkpoint.pt back, or move the search's record aside "
+                "(records/<search id>.json) so that a rerun searches again")
     if state is not None:
         supernet.load_state_dict(state["supernet"])
         method.load_state_dict(state["method"])

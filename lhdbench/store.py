@@ -2,7 +2,8 @@
 
 Layout under the storage folder (a local path, or a shared filesystem path on a cluster):
 
-    plan.json               every trial ever planned into this store (union over runs) and the runs
+    plan.json               every trial ever planned into this store (union over runs) and the runs;
+                            a trial replaced by a later plan of its slot says `superseded_by`
     records/<trial id>.json one TrialRecord per trial that ended, written atomically by the trial
     records/<id>.json.invalid  a record file that did not validate, moved aside by `benchmark`
     trials/<trial id>/      the trial's working folder: arch.npz, checkpoint.pt, its own record.json
@@ -34,6 +35,7 @@ TRIALS = "trials"
 LOCK_FILE = ".lock"
 EVENTS_FILE = "events.jsonl"
 TRIAL_KEYS = ("trial_id", "phase", "baseline", "dataset", "seed", "policy", "search_trial_id", "protocol")
+SUPERSEDED = "superseded_by"
 
 
 class StoreError(ValueError):
@@ -162,17 +164,25 @@ class Store:
             plan = json.loads(path.read_bytes().decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise StoreError(f"{path}: unreadable plan ({' '.join(str(error).split())})") from None
-        problem = _plan_problem(plan)
+        problem = plan_problem(plan)
         if problem:
             raise StoreError(f"{path}: not a valid plan ({problem})")
         return plan
 
     def add_to_plan(self, run: dict[str, Any], trials: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Merge a run's trials into plan.json under the store's plan lock, so concurrent drivers
-        adding trials all keep theirs."""
+        adding trials all keep theirs. A trial planned before in the same slot (`slot`) under another
+        id (the method's code or the settings changed since) is marked `superseded_by` the new one:
+        `status` and the report count only current trials."""
         with file_lock(self.root / PLAN_LOCK):
             plan = self.read_plan()
-            plan["trials"].update(trials)
+            by_slot = {slot(entry): entry["trial_id"] for entry in trials.values()}
+            for trial_id, entry in plan["trials"].items():
+                newer = by_slot.get(slot(entry))
+                if newer is not None and newer != trial_id:
+                    entry["superseded_by"] = newer
+            plan["trials"].update({trial_id: {k: v for k, v in entry.items() if k != SUPERSEDED}
+                                   for trial_id, entry in trials.items()})
             plan["trials"] = dict(sorted(plan["trials"].items()))
             if run not in plan["runs"]:
                 plan["runs"].append(run)
@@ -223,7 +233,39 @@ class Store:
             return not taken
 
 
-def _plan_problem(plan: Any) -> str | None:
+def slot(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What a trial is an instance of, whatever its settings and code: phase, method, datasets, seed,
+    policy, selection and protocol name. Two trials of one slot are two versions of one experiment.
+    `entry` is a plan.json entry or a record's fields (a record's protocol is a dict with its name)."""
+    protocol = entry.get("protocol")
+    if isinstance(protocol, dict):
+        protocol = protocol.get("name")
+    selection = entry.get("selection") or ("magnitude" if entry.get("phase") == "evaluate" else None)
+    return (entry.get("phase"), entry.get("baseline"), entry.get("search_dataset") or entry.get("dataset"),
+            entry.get("dataset"), entry.get("seed"), entry.get("policy"), selection, protocol)
+
+
+def current_trials(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """plan.json's trials that no later plan superseded."""
+    return {t: e for t, e in plan["trials"].items() if not e.get(SUPERSEDED)}
+
+
+def method_sources(store: Store) -> dict[str, str]:
+    """Where each method of a store's trials was defined (a module, or a plugin file), as its runs and
+    records say; empty for a folder that is not a readable store."""
+    sources: dict[str, str] = {}
+    try:
+        runs = store.read_plan()["runs"] if store.plan_path.exists() else []
+    except StoreError:
+        runs = []
+    for run in runs:
+        if isinstance(run.get("sources"), dict):
+            sources.update({k: v for k, v in run["sources"].items() if isinstance(v, str)})
+    return sources
+
+
+def plan_problem(plan: Any) -> str | None:
+    """What is wrong with a plan.json's content, or None."""
     if not isinstance(plan, dict) or set(plan) != {"runs", "trials"}:
         return 'expected an object with the keys "runs" and "trials"'
     if not isinstance(plan["runs"], list) or not all(isinstance(r, dict) for r in plan["runs"]):

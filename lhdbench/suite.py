@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.specs import DATASETS
+from .names import did_you_mean
 from .record import MAX_SEED
 from .space.policies import POLICIES
 from .yamlfile import YamlError, parse_yaml
@@ -85,7 +86,7 @@ def load_suite(name_or_path: str) -> Suite:
     else:
         if name_or_path not in suite_names():
             raise SuiteError(f"unknown suite {name_or_path!r} (known: {', '.join(suite_names())}; "
-                             "or give a .yaml file)")
+                             f"or give a .yaml file){did_you_mean(name_or_path, suite_names())}")
         text = (_suites_dir() / f"{name_or_path}.yaml").read_text()
         where = f"lhdbench.conditions/suites/{name_or_path}.yaml"
     try:
@@ -126,7 +127,7 @@ def _validated(suite: Suite) -> Suite:
         unknown = [v for v in values if v not in known]
         if unknown:
             raise SuiteError(f"suite {suite.name}: unknown {noun} {unknown[0]!r} "
-                             f"(known: {', '.join(known)})")
+                             f"(known: {', '.join(known)}){did_you_mean(unknown[0], known)}")
         if len(set(values)) != len(values):
             raise SuiteError(f"suite {suite.name}: {axis} lists a value twice")
     _seeds(list(suite.seeds), f"suite {suite.name}: seeds")
@@ -135,9 +136,16 @@ def _validated(suite: Suite) -> Suite:
             raise SuiteError(f"suite {suite.name}: transfer from {source!r}, which is not searched "
                              f"(datasets: {', '.join(suite.datasets)})")
         for target in targets:
-            if target not in DATASETS or target == source:
-                raise SuiteError(f"suite {suite.name}: transfer {source} -> {target!r}: expected another "
-                                 f"known dataset ({', '.join(DATASETS)})")
+            if target == source:
+                raise SuiteError(f"suite {suite.name}: transfer {source} -> {target}: a search is always "
+                                 "evaluated on its own dataset; list only other datasets here")
+            if target not in DATASETS:
+                raise SuiteError(f"suite {suite.name}: transfer {source} -> {target!r}: unknown dataset "
+                                 f"(known: {', '.join(DATASETS)}){did_you_mean(target, DATASETS)}")
+        # Each target once: a target listed twice would plan (and count) its evaluations twice.
+        if len(set(targets)) != len(targets):
+            twice = next(t for i, t in enumerate(targets) if t in targets[:i])
+            raise SuiteError(f"suite {suite.name}: transfer {source} -> {twice} is listed twice")
     return suite
 
 

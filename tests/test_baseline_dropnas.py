@@ -297,17 +297,18 @@ def test_f14_partial_decay_skips_weights_without_gradient_and_alphas_below_1e_7(
     torch.testing.assert_close(w_hit.grad, g)
 
 
-def literal_dropnas_steps(method, net, batches, masks, momentum: bool):
+def literal_dropnas_steps(method, net, batches, masks, momentum: bool, warmup: list[bool] | None = None):
     """DropNAS `search.py` / `models/search_cnn.py` transcribed step by step (per node instead of per
     edge), with torch 1.0's zero_grad (zero gradients stay) when `momentum`, else set_to_none. One
     change: a weight counts as having a gradient when any entry of it is non-zero, not its first one
-    (on the tiny maps here a dilated 5x5 tap can see only padding, so its gradient is exactly 0)."""
+    (on the tiny maps here a dilated 5x5 tap can see only padding, so its gradient is exactly 0).
+    `warmup` marks the steps taken in a warm-up epoch: no architecture step on the loss gradient."""
     s = method.settings
     weights = [p for n, p in net.named_parameters() if not n.startswith("alphas")]
     alphas = net.arch_parameters()
     w_optim = torch.optim.SGD(weights, s.weight_lr, momentum=s.momentum, weight_decay=0.0)
     alpha_optim = torch.optim.Adam(alphas, s.arch_lr, betas=(0.5, 0.999), weight_decay=0.0)
-    for (x, y), keep in zip(batches, masks, strict=True):
+    for i, ((x, y), keep) in enumerate(zip(batches, masks, strict=True)):
         w_optim.zero_grad(set_to_none=not momentum)
         alpha_optim.zero_grad(set_to_none=not momentum)
         method.draw_masks = lambda keep=keep: keep
@@ -316,7 +317,8 @@ def literal_dropnas_steps(method, net, batches, masks, momentum: bool):
         loss_1.backward()
         nn.utils.clip_grad_norm_(weights, s.grad_clip)
         w_optim.step()
-        alpha_optim.step()
+        if not (warmup and warmup[i]):
+            alpha_optim.step()
         loss_2 = 0
         for w in weights:
             if w.grad is not None and w.grad.abs().max().item() != 0.0:
@@ -364,6 +366,44 @@ def test_step_equals_a_literal_transcription_of_the_dropnas_iteration(momentum):
     literal_dropnas_steps(reference, twin, batches, masks, momentum)
     for (name, p), q in zip(net.named_parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+def test_inside_the_warmup_nothing_is_dropped_and_only_the_decay_moves_the_alphas(momentum):
+    """warmup_epochs 2: steps in epochs 0 and 1 drop nothing, train the weights and take both decay
+    steps, but no architecture step on the loss gradient; steps in epoch 2 drop ops and take it. The
+    whole sequence against the literal transcription, with the masks the method drew itself."""
+    torch.manual_seed(8)
+    method = make_method(warmup_epochs=2, drop_rate=0.3, dropped_op_momentum=momentum)
+    net = small_net(method, scale=0.5)
+    twin = copy.deepcopy(net)
+    ctx = context(method, net)
+    drawn, draw = [], method.draw_masks
+    method.draw_masks = lambda: drawn.append(draw()) or drawn[-1]
+    g = torch.Generator().manual_seed(0)
+    batches = [batch(g) for _ in range(4)]
+    epochs = [0, 1, 2, 2]
+    start, alphas = net.alphas_normal.detach().clone(), []
+    for epoch, b in zip(epochs, batches, strict=True):
+        method.on_epoch_start(epoch)
+        method.step(ctx, b, None)
+        alphas.append(net.alphas_normal.detach().clone())
+    assert all(bool(keep.all()) for keep in drawn[:2])  # the warm-up drops nothing
+    assert not all(bool(keep.all()) for keep in drawn[2:])  # at p = 0.3 ** 0.25 the later steps do
+    reference = make_method(drop_rate=0.3, dropped_op_momentum=momentum)
+    reference.settings = method.settings
+    literal_dropnas_steps(reference, twin, batches, drawn, momentum,
+                          warmup=[epoch < 2 for epoch in epochs])
+    for (name, p), q in zip(net.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+    # The first warm-up step moves the alphas by Adam's first step on the decay gradient g = 2 lambda a
+    # alone: lr * g / (|g| + eps) (about arch_lr toward 0), for every alpha the loss reached.
+    step = start - alphas[0]
+    reached = step != 0
+    assert reached.float().mean() > 0.9
+    g = 2 * method.settings.arch_weight_decay * start[reached].double()
+    torch.testing.assert_close(step[reached].double(), method.settings.arch_lr * g / (g.abs() + 1e-8),
+                               rtol=1e-4, atol=2e-7)  # float32 alphas near 1: ulp 1.2e-7
 
 
 @pytest.mark.parametrize("momentum", [True, False])

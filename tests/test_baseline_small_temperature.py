@@ -139,12 +139,12 @@ def test_edd_adapts_to_a_measured_entropy(scale):
     assert method.temperature == pytest.approx(0.000399 / math.log(1 + 2 * d2), rel=1e-9)
 
 
-def edd_reference(epochs: int, warmup: int, entropy: float) -> list[float]:
-    """Upstream train_search_pl.py's loop with a fixed entropy and the final phase as its last 10
-    epochs: T per epoch."""
+def edd_reference(epochs: int, warmup: int, entropy: float, final_epochs: int = 10) -> list[float]:
+    """Upstream train_search_pl.py's loop with a fixed entropy and the final phase as its last
+    `final_epochs` epochs (10 upstream): T per epoch."""
     temp, d, k, interval, out = 1.0, 0.0, 1, 5, []
     for epoch in range(epochs):
-        final = epoch >= epochs - 10
+        final = epoch >= epochs - final_epochs
         if epoch >= warmup and (epoch == warmup or (epoch > warmup and epoch % interval == 0) or final):
             if not final:
                 d = 0.06 * entropy * 0.5 + 0.5 * d
@@ -205,6 +205,57 @@ def test_edd_short_searches_scale_the_warmup(monkeypatch):
             temperatures.append(method.temperature)
         assert temperatures == pytest.approx(edd_reference(epochs, warmup, 1.5), rel=1e-12)
     assert make_method("edd-darts", 2, scale_warmup=False).warmup == 5
+
+
+# The final phase where it starts between two regular updates: epoch counts that are not multiples of 5.
+# Expected update epochs written out: after the fixed 5-epoch warm-up, every 5th epoch, and every epoch
+# of the last `final_epochs` (from max(epochs - final_epochs, 5) on).
+EDD_UPDATES = {(23, 10): [5, 10, *range(13, 23)], (17, 10): [5, *range(7, 17)], (31, 10): [5, 10, 15, 20,
+               *range(21, 31)], (12, 10): list(range(5, 12)), (8, 10): [5, 6, 7], (23, 7): [5, 10, 15,
+               *range(16, 23)], (26, 3): [5, 10, 15, 20, 23, 24, 25]}
+
+
+@pytest.mark.parametrize("epochs,final_epochs", sorted(EDD_UPDATES))
+def test_edd_final_phase_is_the_last_final_epochs_at_any_length(monkeypatch, epochs, final_epochs):
+    monkeypatch.setattr(st, "node_entropy", lambda alphas, temperature, scale="darts": 1.5)
+    method = make_method("edd-darts", epochs, scale_warmup=False, final_epochs=final_epochs)
+    method.supernet = uniform_supernet()
+    temperatures, updates, decays = [], [], []
+    for epoch in range(epochs):
+        before = method.count
+        method.on_epoch_start(epoch)
+        temperatures.append(method.temperature)
+        if method.count != before:
+            updates.append(epoch)
+            decays.append(method.decay)
+    assert updates == EDD_UPDATES[(epochs, final_epochs)]
+    # d <- c H beta + (1 - beta) d with c = 0.12 in the final phase and 0.06 before it (H = 1.5).
+    d, expected = 0.0, []
+    for epoch in updates:
+        d = (0.12 if epoch >= epochs - final_epochs else 0.06) * 1.5 * 0.5 + 0.5 * d
+        expected.append(d)
+    assert decays == pytest.approx(expected, rel=1e-12)
+    assert temperatures == pytest.approx(edd_reference(epochs, 5, 1.5, final_epochs), rel=1e-12)
+
+
+@pytest.mark.parametrize("epochs,final_epochs", [(23, 10), (17, 10), (31, 10), (23, 7), (12, 4)])
+def test_pcd_final_descent_is_the_last_final_epochs_at_any_length(epochs, final_epochs):
+    def t(i):
+        return 0.000399 / math.log(1 + 0.11 * i)
+
+    cycle = [1.0] + [t(i) for i in range(1, 6)] + [t(i) for i in range(4, 0, -1)]
+    final = [t(i) for i in range(1, final_epochs + 1)]
+    expected = [cycle[e % 10] for e in range(epochs - final_epochs)] + final
+    method = make_method("pcd-darts", epochs, final_epochs=final_epochs)
+    temperatures = []
+    for epoch in range(epochs):
+        method.on_epoch_start(epoch)
+        temperatures.append(method.temperature)
+        resumed = make_method("pcd-darts", epochs, final_epochs=final_epochs)
+        resumed.load_state_dict(method.state_dict())  # T is a function of the epoch on resume too
+        assert resumed.temperature == method.temperature
+    assert temperatures == pytest.approx(expected, rel=1e-12)
+    assert method.export_temperature() == pytest.approx(t(final_epochs), rel=1e-12)
 
 
 # --- the smooth-gradient term ---------------------------------------------------------------------

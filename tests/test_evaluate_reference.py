@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,9 @@ def reference_training(protocol) -> tuple[list[dict], dict[str, torch.Tensor]]:
     assert p_max > 0
     params = list(model.parameters())
     momentum: list[torch.Tensor | None] = [None] * len(params)
+    # The learning-curve points: the test set also after the first ceil(f x epochs) epochs.
+    fractions = ("1/12", "1/6", "1/4", "1/3", "1/2")
+    curve = {f: max(1, math.ceil(Fraction(f) * s.epochs)) - 1 for f in fractions}
     history = []
     for epoch in range(s.epochs):
         lr = s.lr_min + (s.lr - s.lr_min) * (1 + math.cos(math.pi * epoch / s.epochs)) / 2
@@ -100,18 +104,19 @@ def reference_training(protocol) -> tuple[list[dict], dict[str, torch.Tensor]]:
             count += len(y)
         entry = {"epoch": epoch, "train_loss": loss_sum / count, "train_acc": correct / count,
                  "drop_path_prob": p_max * epoch / s.epochs}
-        if epoch > s.best_after_epoch or epoch == s.epochs - 1:
+        if epoch > s.best_after_epoch or epoch == s.epochs - 1 or epoch in curve.values():
             model.eval()
             with torch.no_grad():
                 hits = sum(int((model(x)[0].argmax(1) == y).sum()) for x, y in test_stream.epoch())
             entry["test_acc"] = hits / len(test)
         history.append(entry)
-    return history, model.state_dict()
+    points = [{"fraction": f, "epoch": e, "test_acc": history[e]["test_acc"]} for f, e in curve.items()]
+    return history, points, model.state_dict()
 
 
 def test_evaluation_matches_the_training_written_out(protocol, whole):
     record = json.loads((whole / "record.json").read_text())
-    history, state = reference_training(protocol)
+    history, points, state = reference_training(protocol)
     got = record["history"]
     assert [h["epoch"] for h in got] == list(range(protocol.evaluate.epochs))
     for mine, theirs in zip(history, got, strict=True):
@@ -124,6 +129,7 @@ def test_evaluation_matches_the_training_written_out(protocol, whole):
     assert record["final_test_acc"] == history[-1]["test_acc"]
     best = max(history[protocol.evaluate.best_after_epoch + 1:], key=lambda h: h["test_acc"])
     assert record["best_test_acc"] == best["test_acc"]
+    assert record["curve"] == points and [p["epoch"] for p in points] == [0, 0, 0, 1, 1]
     stored = final_model(whole)
     assert set(stored) == set(state)
     # Float noise only: the two compute gradients in another order (autograd.grad against backward),
@@ -155,6 +161,7 @@ def test_resume_with_two_epochs_left_equals_the_uninterrupted_run(protocol, whol
     resumed = evaluate(protocol, cut)
     uninterrupted = json.loads((whole / "record.json").read_text())
     assert resumed["history"] == uninterrupted["history"]
+    assert resumed["curve"] == uninterrupted["curve"] and len(resumed["curve"]) == 5
     a, b = final_model(whole), final_model(cut)
     assert set(a) == set(b)
     for name in a:

@@ -1,11 +1,18 @@
 """A trial's GPU share follows what the user said and the GPU's memory (each trial's figure from
-lhdbench.memory), not how many GPUs an autoscaling cluster happens to have when the driver starts."""
+lhdbench.memory, the whole process, so figures on one GPU add up), capped by the measured number of
+trials per GPU, not how many GPUs an autoscaling cluster happens to have when the driver starts."""
 
 import pytest
 
+from lhdbench import estimate
 from lhdbench.plan import load_suite, make_plan
 from lhdbench.runner import RunOptions
-from lhdbench.runner.gpu_share import gpu_fraction, trial_resources
+from lhdbench.runner.gpu_share import (
+    DEFAULT_TRIALS_PER_GPU,
+    gpu_fraction,
+    max_trials_per_gpu,
+    trial_resources,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +35,51 @@ def shares(plan, **kwargs):
 
 
 def test_shares_follow_the_memory_figures_and_are_whole_when_unknown():
-    assert gpu_fraction(8.3, 80.0) == 0.25  # 8.3 GB: four fit, the cap
-    assert gpu_fraction(8.3, 24.0) == 0.5  # 10.4 GB with headroom: two fit
-    assert gpu_fraction(8.3, 8.0) == 1.0
-    assert gpu_fraction(None, 80.0) == 1.0  # no figure: a whole GPU
-    assert gpu_fraction(3.3, 80.0) == 0.25
+    assert gpu_fraction(8.3, 80.0, cap=4) == 0.25  # 8.3 GB: nine fit, four by the cap
+    assert gpu_fraction(8.3, 24.0, cap=4) == 0.5
+    assert gpu_fraction(8.3, 8.0, cap=4) == 1.0  # does not fit at all: a whole GPU all the same
+    assert gpu_fraction(None, 80.0, cap=4) == 1.0  # no figure: a whole GPU
+    for broken in (0.0, -1.0, float("nan"), float("inf")):
+        assert gpu_fraction(broken, 80.0, cap=4) == 1.0
+    # The figure is the whole process: three of 10 GB fit in 30 GB, no factor on top.
+    assert gpu_fraction(10.0, 30.0, cap=4) == pytest.approx(1 / 3)
+    assert gpu_fraction(10.0, 29.9, cap=4) == 0.5
+    assert gpu_fraction(1.0, 80.0, cap=2) == 0.5
+
+
+def test_the_cap_is_the_measured_one_and_a_documented_default_until_measured(monkeypatch):
+    monkeypatch.setattr(estimate, "measurements", lambda: {"paper": {}})
+    assert max_trials_per_gpu() == (DEFAULT_TRIALS_PER_GPU, "default (unmeasured)")
+    assert gpu_fraction(1.0, 80.0) == 1 / DEFAULT_TRIALS_PER_GPU
+    measured = {"packing": {"trials_per_gpu": 2, "source": "gpu-packing.json (graphed-fp32)"}}
+    monkeypatch.setattr(estimate, "measurements", lambda: measured)
+    assert max_trials_per_gpu() == (2, "gpu-packing.json (graphed-fp32)")
+    assert gpu_fraction(1.0, 80.0) == 0.5
+    small = make_plan(load_suite("smoke").narrow(baselines=["darts"], seeds=[0]))
+    found = trial_resources(small, RunOptions(gpu_memory_gb=80.0), cluster_gpus=1, visible_gpu_memory_gb=None,
+                            local=False, peaks=lambda p: dict.fromkeys((t.trial_id for t in p.trials), 1.0))
+    assert {r.gpu for r in found.values()} == {0.5}
+
+
+def test_gpu_memory_given_wins_over_the_gpu_the_driver_sees(plan):
+    """--gpu-memory names the cluster's GPUs, which need not be the driver's: it decides the shares."""
+    darts = ("search", "darts")  # 8.3 GB
+    assert shares(plan, cluster_gpus=1, visible_gpu_memory_gb=80.0, local=True)[darts] == 0.25
+    assert shares(plan, cluster_gpus=1, visible_gpu_memory_gb=80.0, local=True,
+                  options={"gpu_memory_gb": 16.0})[darts] == 1.0
+    assert shares(plan, cluster_gpus=1, visible_gpu_memory_gb=16.0, local=True,
+                  options={"gpu_memory_gb": 80.0})[darts] == 0.25
+
+
+def test_selections_and_methods_that_train_nothing_are_packed(tmp_path):
+    """lhd-extended's selections and random's searches ask for a share from their own small figures
+    (the real memory model, at the smoke suite's shapes), not for a whole GPU."""
+    plan = make_plan(load_suite("smoke").narrow(baselines=["darts", "random"], seeds=[0], policies=["base"],
+                                                selections=["perturbation"]))
+    found = trial_resources(plan, RunOptions(gpu_memory_gb=80.0), cluster_gpus=1, visible_gpu_memory_gb=None,
+                            local=False)
+    by_kind = {(t.phase, t.baseline): found[t.trial_id].gpu for t in plan.trials}
+    assert by_kind[("select", "darts")] < 1.0 and by_kind[("search", "random")] < 1.0
 
 
 def test_the_runner_sizes_trials_with_the_memory_model_once_per_store(plan, tmp_path, monkeypatch):

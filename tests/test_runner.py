@@ -49,7 +49,7 @@ def test_serial_run_stores_every_trial_and_a_rerun_adds_nothing(tmp_path):
             assert record.arch_file == str(store.trial_dir(trial.search_trial_id) / "arch.npz")
     assert store_status(tmp_path) | {"failed_trials": None, "storage": None} == {
         "planned": 6, "done": 6, "failed": 0, "running": 0, "pending": 0, "invalid_records": [],
-        "failed_trials": None, "storage": None}
+        "failed_trials": None, "storage": None, "superseded": 0, "code_versions": {}}
 
     before = record_bytes(store)
     again = run_plan(plan, tmp_path, RunOptions(executor="serial"), progress_stream=io.StringIO())

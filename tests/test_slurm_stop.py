@@ -79,7 +79,9 @@ def test_sigusr1_stops_a_serial_run_after_a_checkpoint_and_the_rerun_resumes_it(
     resumed = run_plan(plan, store.root, RunOptions(executor="serial"), progress_stream=io.StringIO())
     assert resumed.counts == {"done": 2, "failed": 0} and not resumed.stopping
     assert epoch_runs(log) == Counter({(0, 0): 1, (0, 1): 1, (0, 2): 1, (0, 3): 1})
-    assert [e["event"] for e in store.events(search.trial_id)] == ["start", "stopped", "start", "done"]
+    trail = store.events(search.trial_id)
+    assert [e["event"] for e in trail] == ["start", "stopped", "start", "resume", "done"]
+    assert trail[3]["epochs_done"] == 2
 
     whole = run_plan(plan, tmp_path / "whole", RunOptions(executor="serial"), progress_stream=io.StringIO())
     assert whole.counts["done"] == 2

@@ -11,6 +11,7 @@ from .registry import (
     PluginError,
     PluginFailure,
     add_plugin_files,
+    check_protocol_methods,
     discover,
     get_method,
     load_plugin_file,
@@ -20,7 +21,7 @@ from .registry import (
     plugin_files,
     register,
 )
-from .settings import check_protocol_methods, resolve_settings
+from .settings import resolve_settings
 
 __all__ = ["ENTRY_POINT_GROUP", "PAPER_SEARCH_EPOCHS", "PLUGINS_ENV", "PluginError", "PluginFailure",
            "SearchContext", "SearchMethod", "add_plugin_files", "batch_metrics", "check_protocol_methods",

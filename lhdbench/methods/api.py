@@ -104,6 +104,13 @@ class SearchMethod:
         # before a resumed search continues), so hooks without a supernet argument can read it.
         self.supernet: Supernet | None = None
 
+    @classmethod
+    def check_settings(cls, settings: SearchSettings, hparams: Mapping[str, Any]) -> None:
+        """Checks of the resolved settings that no single hyperparameter's rule makes (two values that
+        must agree, a width the method's edges need): raise ProtocolError with one line naming
+        `methods.<name>.<key>`. `resolve_settings` calls it, so planning runs it for every planned
+        method before anything is written; a constructor need not check again."""
+
     # --- hooks -------------------------------------------------------------------------------
     def build_supernet(self, num_classes: int) -> Supernet:
         return Supernet(num_classes, self.settings.init_channels, self.settings.layers)

@@ -21,7 +21,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import did_you_mean
+from ..protocol import Protocol
+from ..rules import ProtocolError
 from .api import SearchMethod
+from .settings import check_defaults, resolve_settings
 
 ENTRY_POINT_GROUP = "lhdbench.baselines"
 PLUGINS_ENV = "LHDBENCH_PLUGINS"
@@ -54,8 +58,6 @@ def _error_text(error: BaseException) -> str:
 
 def register(cls: type[SearchMethod]) -> type[SearchMethod]:
     """Class decorator: add a method under its `name`; a second definition of a name is an error."""
-    from .settings import check_defaults
-
     if not (isinstance(cls, type) and issubclass(cls, SearchMethod)):
         raise TypeError(f"{cls!r} is not a SearchMethod subclass")
     if not cls.name or cls.name != cls.name.strip() or " " in cls.name:
@@ -188,4 +190,15 @@ def get_method(name: str) -> type[SearchMethod]:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         failed = f" (plugins that failed to load: {', '.join(sorted(_FAILURES))})" if _FAILURES else ""
-        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}{failed}") from None
+        raise ValueError(f"unknown baseline {name!r}; known baselines: {known}{failed}"
+                         f"{did_you_mean(name, _REGISTRY)}") from None
+
+
+def check_protocol_methods(protocol: Protocol) -> None:
+    """Every method a protocol's `methods:` section names exists, and its overrides resolve."""
+    names = method_names()
+    for name in protocol.methods:
+        if name not in names:
+            raise ProtocolError(f"methods.{name}: unknown search method (known: {', '.join(names)})"
+                                f"{did_you_mean(name, names)}")
+        resolve_settings(get_method(name), protocol)

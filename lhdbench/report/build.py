@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ..files import atomic_write_bytes
 from . import plots, render
+from .curves import CURVE_COLUMNS, curve_agreement
 from .load import ReportError, Trials, file_label, load_trials, short_condition
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
@@ -46,6 +47,8 @@ class Report:
     best: pd.DataFrame           # tables.BEST_COLUMNS, the best evaluation per condition
     result_costs: pd.DataFrame   # tables.RESULT_COST_COLUMNS, hours per result of every cell
     evolution: list[dict]        # the search per baseline whose arch history is plotted
+    # curves.CURVE_COLUMNS, one row per (condition, learning-curve fraction); empty without curve points
+    curve: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CURVE_COLUMNS)))
 
     @property
     def order(self) -> list[str]:
@@ -76,10 +79,13 @@ class Report:
 
 
 def build_report(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None,
-                 alpha: float = ALPHA) -> Report:
+                 alpha: float = ALPHA, references: Sequence[str | os.PathLike] = (),
+                 mix_protocols: bool = False) -> Report:
+    """The report of a store (or bundle), with the trials of any reference stores or bundles."""
     if not 0 < alpha < 1:
         raise ReportError(f"alpha must lie in (0, 1), got {alpha}")
-    trials = load_trials(storage, metric=metric, protocol=protocol)
+    trials = load_trials(storage, metric=metric, protocol=protocol, references=references,
+                         mix_protocols=mix_protocols)
     names, condition_names = baselines(trials), conditions(trials)
     cells = condition_cells(trials)
     matrix = accuracy_matrix(cells, names, condition_names)
@@ -91,7 +97,8 @@ def build_report(storage: str | os.PathLike, metric: str = "final", protocol: st
                   kendall_matrix=taus, transfer=transfer(taus, condition_names),
                   discernibility=discernibility(cells, condition_names), cost=cost_table(trials),
                   best=best_architectures(trials, condition_names), result_costs=result_costs(trials, cells),
-                  evolution=representative_searches(trials))
+                  evolution=representative_searches(trials),
+                  curve=curve_agreement(trials, matrix, condition_names))
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:

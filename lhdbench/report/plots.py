@@ -72,7 +72,7 @@ def rank_plot(board: pd.DataFrame, ranks: pd.DataFrame, friedman: Friedman, metr
     the Nemenyi critical difference drawn as a bar when the Friedman test could be run."""
     names = [b for b in board.index if not math.isnan(board.loc[b, "average_rank"])]
     k = max(len(board), 2)
-    figure = new_figure(COLUMN_WIDTH, 0.75 + 0.17 * len(names) + 0.35)
+    figure = new_figure(COLUMN_WIDTH, 0.75 + 0.17 * len(names) + 0.35 + (0.15 if friedman.ok else 0.0))
     ax = figure.subplots()
     offsets = np.linspace(-0.28, 0.28, max(len(ranks.columns), 1))
     for y, name in enumerate(names):
@@ -84,17 +84,21 @@ def rank_plot(board: pd.DataFrame, ranks: pd.DataFrame, friedman: Friedman, metr
     labels = [f"{n} ({board.loc[n, 'ranked']}/{board.loc[n, 'conditions']})"
               if board.loc[n, "ranked"] < board.loc[n, "conditions"] else n for n in names]
     ax.set_yticks(range(len(names)), labels)
-    ax.set_ylim(len(names) - 0.4, -0.6 - (1.0 if friedman.ok else 0.0))
+    ax.set_ylim(len(names) - 0.4, -0.6 - (1.5 if friedman.ok else 0.0))
     ax.set_xlim(0.5, k + 0.5)
-    ax.set_xticks(range(1, k + 1))
+    # A tick and a grid line at every rank; past ten ranks a label at every `step`-th only, since
+    # two-digit labels at every rank run together at a column's width.
+    ax.set_xticks(range(1, k + 1, math.ceil(k / 10)))
+    ax.set_xticks(range(1, k + 1), minor=True)
     ax.set_xlabel(f"rank by {metric_short} (1 = best)\ndots: one per condition; diamonds: average")
-    ax.grid(axis="x", lw=0.3, color="#dddddd")
+    ax.grid(axis="x", which="both", lw=0.3, color="#dddddd")
     ax.set_axisbelow(True)
     if friedman.ok:
         cd = friedman.critical_difference
-        ax.plot([1, 1 + cd], [-1.1, -1.1], color=MEAN_COLOR, lw=1.4, solid_capstyle="butt")
-        ax.text(1 + cd + 0.15, -1.1, f"CD = {cd:.2f} (Nemenyi, \u03b1 = {friedman.alpha:g})", va="center",
-                fontsize=6.5)
+        ax.plot([1, 1 + cd], [-1.0, -1.0], color=MEAN_COLOR, lw=1.4, solid_capstyle="butt")
+        # Above the bar, from its left end: to its right it would leave the frame when CD is large.
+        ax.text(1, -1.25, f"CD = {cd:.2f} (Nemenyi, \u03b1 = {friedman.alpha:g})", va="bottom",
+                ha="left", fontsize=6.5)
     return figure
 
 

@@ -46,8 +46,29 @@ def hours_text(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def params_text(value: float) -> str:
-    return NONE if math.isnan(value) else f"{value / 1e6:.2f}"
+@dataclass(frozen=True)
+class ParamsUnit:
+    """How a table writes parameter counts: divided by `divisor`, to `decimals` places."""
+
+    divisor: float
+    word: str  # for captions: "millions"
+    symbol: str  # for headers: "M"
+    decimals: int
+
+
+MILLIONS = ParamsUnit(1e6, "millions", "M", 2)  # as the paper writes them: 3.41
+THOUSANDS = ParamsUnit(1e3, "thousands", "k", 1)
+
+
+def params_unit(values: Sequence[float]) -> ParamsUnit:
+    """Millions, unless every count is below a million: then thousands, where millions would read
+    0.01 for every small network (the demo's have 8,000 to 13,000 parameters)."""
+    known = [v for v in values if not math.isnan(v)]
+    return THOUSANDS if known and max(known) < 1e6 else MILLIONS
+
+
+def params_text(value: float, unit: ParamsUnit = MILLIONS) -> str:
+    return NONE if math.isnan(value) else f"{value / unit.divisor:.{unit.decimals}f}"
 
 
 def p_text(value: float) -> str:
@@ -185,7 +206,8 @@ def _protocol_tex(report: Report) -> str:
 def _problems(row: dict) -> list[str]:
     of = row["trials"]
     return [f"{label} {row[key]}/{of}" for key, label in
-            (("failed", "failed"), ("missing", "missing"), ("no_value", "no value")) if row[key]]
+            (("failed", "failed"), ("missing", "missing"), ("no_value", "no value"),
+             ("other_protocol", "other protocol")) if row.get(key)]
 
 
 def accuracy_cell(row: dict | None, style: Style = MD, common_n: int | None = None) -> Cell:
@@ -281,14 +303,15 @@ def leaderboard_table(report: Report, style: Style = MD) -> Table:
 
 def params_table(report: Report, style: Style = MD) -> Table:
     lookup = _cell_lookup(report)
-    rows = [[Cell(style.method(b))] + [Cell(params_text(lookup[(b, c)]["params"]).replace(NONE, style.none)
-                                            if (b, c) in lookup else style.none)
+    unit = params_unit([cell["params"] for cell in lookup.values()])
+    rows = [[Cell(style.method(b))] + [Cell(params_text(lookup[(b, c)]["params"], unit)
+                                            .replace(NONE, style.none) if (b, c) in lookup else style.none)
                                        for c in report.conditions] for b in report.order]
     if not style.tex:
-        return Table("params", f"Parameters of the evaluated networks (millions), mean over the done seeds; "
-                     f"protocol {report.trials.protocol}.",
+        return Table("params", f"Parameters of the evaluated networks ({unit.word}), mean over the done "
+                     f"seeds; protocol {report.trials.protocol}.",
                      ["baseline"] + [short_condition(c) for c in report.conditions], rows)
-    return Table("params", "Parameters of the evaluated networks (millions).",
+    return Table("params", f"Parameters of the evaluated networks ({unit.word}).",
                  ["Method"] + [tex_condition(c) for c in report.conditions], rows,
                  note=f"Mean over the seeds with a result; without the auxiliary head. Protocol "
                  f"{_protocol_tex(report)}.", latex=True)
@@ -468,15 +491,17 @@ def failed_table(report: Report, style: Style = MD) -> Table:
 
 def best_table(report: Report, style: Style = MD) -> Table:
     """The best evaluation of each condition: the architecture drawn in plots/best_arch_*."""
+    unit = params_unit(list(report.best["params"]))
     rows = [[Cell(style.condition(b["condition"])), Cell(style.method(b["baseline"])), Cell(str(b["seed"])),
-             Cell(pct(b["value"])), Cell(params_text(b["params"]).replace(NONE, style.none))]
+             Cell(pct(b["value"])), Cell(params_text(b["params"], unit).replace(NONE, style.none))]
             + ([] if style.tex else [Cell(b["trial_id"])]) for b in report.best.to_dict("records")]
     if not style.tex:
         return Table("best_archs", f"The best evaluation of each condition by {report.metric_label} (%), "
                      "ties to the lowest trial id; its cells are drawn below.",
-                     ["condition", "baseline", "seed", "accuracy", "params (M)", "trial"], rows, "llrrrl")
+                     ["condition", "baseline", "seed", "accuracy", f"params ({unit.symbol})", "trial"], rows,
+                     "llrrrl")
     return Table("best_archs", "The best architecture found in each condition.",
-                 ["Condition", "Method", "Seed", "Accuracy", "Params (M)"], rows, "llrrr",
+                 ["Condition", "Method", "Seed", "Accuracy", f"Params ({unit.symbol})"], rows, "llrrr",
                  note=f"The evaluation with the highest {_metric_tex(report)} (\\%) of each condition (on a "
                  "tie, the lowest trial id). Protocol " + _protocol_tex(report) + ".", latex=True)
 
@@ -602,6 +627,9 @@ def markdown(report: Report, images: dict[str, str], command: str | None = None)
         out += [f"Mean tau over {len(taus)} pairs of conditions: {taus.mean():.3f} "
                 f"(min {taus.min():.3f}, max {taus.max():.3f}).", ""]
     out += _figure(images, "kendall", "Kendall's tau between the rankings of every two conditions.")
+    from .curves import curve_section
+
+    out += curve_section(report.curve, report.metric_label)
     if len(report.transfer):
         section("Statistics: transfer against transductive rankings", transfer_table(report))
     section("Statistics: discernibility per condition", discernibility_table(report))
@@ -682,6 +710,9 @@ def write_csv(report: Report, folder: Path) -> list[Path]:
              _write_frame(report.best.assign(metric=report.trials.metric), folder / "best_archs.csv"),
              _write_frame(report.result_costs.assign(metric=report.trials.metric),
                           folder / "accuracy_cost.csv")]
+    if len(report.curve):
+        paths.append(_write_frame(report.curve.assign(metric=report.trials.metric),
+                                  folder / "curve_agreement.csv"))
     if f.ok:
         nemenyi = f.nemenyi.copy()
         nemenyi.insert(0, "average_rank", f.average_ranks)

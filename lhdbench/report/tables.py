@@ -11,7 +11,8 @@ import pandas as pd
 from .load import Trials, condition_name, dataset_order, policy_order
 
 CELL_COLUMNS = ("baseline", "dataset", "policy", "condition", "trials", "done", "failed", "missing",
-                "no_value", "mean", "std", "params", "eval_gpu_hours", "eval_cpu_hours", "best")
+                "no_value", "mean", "std", "params", "eval_gpu_hours", "eval_cpu_hours", "best",
+                "other_protocol")
 COST_COLUMNS = ("baseline", "dataset", "search_trials", "search_failed", "search_gpu_hours",
                 "search_cpu_hours", "select_gpu_hours", "select_cpu_hours", "eval_gpu_hours",
                 "eval_cpu_hours")
@@ -62,7 +63,9 @@ def condition_cells(trials: Trials) -> pd.DataFrame:
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
             "params": float(np.mean(params)) if len(params) else math.nan,
             "eval_gpu_hours": _sum_hours(group, "GPU"), "eval_cpu_hours": _sum_hours(group, "CPU"),
-            "best": False})
+            "best": False,
+            # Trials of another protocol's settings, only with `report --mix-protocols`.
+            "other_protocol": int(done["other_protocol"].sum()) if "other_protocol" in done else 0})
     cells = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
     if cells.empty:
         return cells

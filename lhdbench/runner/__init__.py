@@ -19,10 +19,13 @@ from ..store import Store
 from .dispatch import Dispatch
 from .options import DEFAULT_RETRIES, TRACKERS, RunOptions
 from .progress import ProgressLine
+from .stale import SETTINGS, adopt, find_stale, version_note
+from .stale import describe as describe_stale
 from .stop import STOPPED_EXIT, StopRequest
+from .tracking import tracking_problem
 from .trial import run_trial
 
-__all__ = ["DEFAULT_RETRIES", "STOPPED_EXIT", "Dispatch", "RunOptions", "run_plan", "run_trial"]
+__all__ = ["DEFAULT_RETRIES", "STOPPED_EXIT", "Dispatch", "RunOptions", "check_run", "run_plan", "run_trial"]
 
 
 def check_options(options: RunOptions) -> None:
@@ -41,11 +44,48 @@ def check_options(options: RunOptions) -> None:
         if importlib.util.find_spec(module) is None:
             raise ValueError(f"--log-to {tracker} needs the {module} package: "
                              "pip install 'lhdbench[tracking]'")
+        problem = tracking_problem(tracker)
+        if problem:
+            raise ValueError(problem)
     if options.executor == "serial":
         pick_device(options.device)  # unknown devices and CUDA without a GPU fail here
     elif options.device not in (None, "cpu"):
         raise ValueError("with the Ray executor each trial uses the device share Ray gives it; "
                          "--device takes only cpu there (trials then ask for no GPU)")
+    _check_gpu_shares(options)
+
+
+def _check_gpu_shares(options: RunOptions) -> None:
+    """`--gpus-per-trial` and `--gpu-memory` size the GPU shares Ray trials ask for: refused where they
+    would be ignored (the serial executor, --device cpu) or could not be met (a private Ray instance
+    on a machine without a GPU), instead of running otherwise than asked."""
+    given = [flag for flag, value in (("--gpus-per-trial", options.gpus_per_trial),
+                                      ("--gpu-memory", options.gpu_memory_gb)) if value is not None]
+    if not given:
+        return
+    if options.executor == "serial":
+        raise ValueError(f"{given[0]} sizes the GPU shares of Ray trials; the serial executor runs one "
+                         "trial at a time on the whole device (--device)")
+    if options.device == "cpu":
+        raise ValueError(f"{given[0]} asks for GPU shares and --device cpu for none: give one of them")
+    from .ray_cluster import cluster_address
+
+    if cluster_address(options.address) is None and not options.ray_init.get("num_gpus"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"{given[0]} given, but this machine has no GPU and the run uses a private "
+                             "Ray instance on it, which cannot gain one (join a cluster with --address)")
+
+
+def check_run(store: Store, options: RunOptions) -> None:
+    """Everything `run_plan` checks before it writes: the storage folder, the options, file locking
+    (probed with a temporary file, removed again) and plan.json. `benchmark --dry-run` runs it too,
+    so that it refuses what the run refuses."""
+    store.check_usable()
+    check_options(options)
+    store.check_locking()
+    store.read_plan()  # a broken plan.json is an error now, not after the run started
 
 
 def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None = None,
@@ -55,13 +95,13 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
     it early. `announce` is called once every check has passed, just before the first write."""
     options = options or RunOptions()
     store = Store(storage)
-    store.check_usable()
-    check_options(options)
-    store.check_locking()
-    store.read_plan()  # a broken plan.json is an error now, not after the run started
+    check_run(store, options)
+    records = store.records() if store.root.is_dir() else {}
+    stale = find_stale(plan, records)
+    adoptable = [s for s in stale if s.why != SETTINGS] if options.adopt_old_code else []
     dispatch = Dispatch(plan, store, stop=StopRequest(store.root))
     executor = None
-    if options.executor == "ray" and dispatch.to_run:
+    if options.executor == "ray" and dispatch.to_run > len(adoptable):
         from .ray_cluster import cluster_address, prepare_environment
 
         prepare_environment(cluster_address(options.address))
@@ -74,6 +114,14 @@ def run_plan(plan: Plan, storage: str | os.PathLike, options: RunOptions | None 
         store.root.mkdir(parents=True, exist_ok=True)
         for line in store.set_aside_invalid():
             print(f"lhdbench: {line}", file=sys.stderr)
+        from .. import __version__
+
+        mixed = version_note(records, __version__) if dispatch.to_run > len(adoptable) else None
+        for line in describe_stale(stale, adopting=options.adopt_old_code) + ([mixed] if mixed else []):
+            print(f"lhdbench: {line}", file=sys.stderr)
+        if adoptable:
+            adopt(store, adoptable)
+            dispatch = Dispatch(plan, store, stop=dispatch.stop)
         store.add_to_plan(plan.run_entry(), {t.trial_id: {**t.to_dict(), "protocol": plan.protocol.name}
                                              for t in plan.trials})
         progress = ProgressLine(dispatch, progress_stream,

@@ -20,4 +20,7 @@ class RunOptions:
     data_root: str | None = None
     device: str | None = None  # serial: the device; Ray: only "cpu" (trials then ask for no GPU)
     log_to: tuple[str, ...] = ()  # Ray Tune logger callbacks: tensorboard, mlflow, wandb
+    # Keep stored results whose only difference from the planned trial is the method's code (runner/
+    # stale.py), instead of running them again.
+    adopt_old_code: bool = False
     ray_init: dict[str, Any] = field(default_factory=dict)  # extra ray.init arguments (tests)

@@ -24,6 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# Where a private instance's folder goes: short, because Ray's unix sockets live under it.
+PRIVATE_PARENT = "/tmp" if os.path.isdir("/tmp") else None
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local instance binds to 127.0.0.1 only
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or a file named by "
@@ -96,7 +98,7 @@ class PrivateInstance:
     def __init__(self, init_kwargs: dict) -> None:
         import ray
 
-        self.folder = tempfile.mkdtemp(prefix="lhdb-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        self.folder = tempfile.mkdtemp(prefix="lhdb-ray-", dir=PRIVATE_PARENT)
         read_end, self._write_end = os.pipe()  # the write end is not inherited by Ray's children
         try:
             watchdog = [sys.executable, str(Path(__file__).with_name("ray_watchdog.py")), self.folder,

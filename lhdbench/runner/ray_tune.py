@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -30,7 +32,7 @@ from .dispatch import Dispatch
 from .gpu_share import trial_resources
 from .options import RunOptions
 from .progress import ProgressLine
-from .ray_cluster import LOOPBACK_ENV, PrivateInstance, check_cluster, cluster_address
+from .ray_cluster import LOOPBACK_ENV, PRIVATE_PARENT, PrivateInstance, check_cluster, cluster_address
 from .stop import StopRequested
 from .trial import run_trial
 
@@ -55,7 +57,10 @@ class RayExecutor:
             kwargs = {"runtime_env": {"env_vars": env} if env else None, "include_dashboard": False,
                       "log_to_driver": False, "logging_level": "ERROR", **options.ray_init}
             if self.address is None:
-                self.private = PrivateInstance(kwargs)
+                try:
+                    self.private = PrivateInstance(kwargs)
+                except OSError as error:
+                    raise located(error, [Path(PRIVATE_PARENT or tempfile.gettempdir())]) from None
             else:
                 check_cluster(self.address)
                 ray.init(address=self.address, **kwargs)
@@ -94,17 +99,22 @@ class RayExecutor:
         searcher = _PlanSearcher(dispatch, self.store, self.plan, progress)
         # Tune adds its CSV/JSON/TensorBoard loggers by itself when it can; here only those asked for.
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=dispatch.to_run, reuse_actors=True,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(
-                name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                storage_path=str(self.store.root / "ray"), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=self.options.retries),
-                callbacks=[_ProgressCallback(progress, dispatch), *trackers(self.options.log_to, self.plan,
-                                                                             self.store)]))
-        tuner.fit()
+        folder = self.store.root / "ray"
+        try:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=dispatch.to_run,
+                                            reuse_actors=True, trial_name_creator=_trial_name,
+                                            trial_dirname_creator=_trial_name),
+                run_config=tune.RunConfig(
+                    name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                    storage_path=str(folder), verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=self.options.retries),
+                    callbacks=[_ProgressCallback(progress, dispatch),
+                               *trackers(self.options.log_to, self.plan, self.store)]))
+            tuner.fit()
+        except OSError as error:
+            raise located(error, [folder, *([Path(self.private.folder)] if self.private else [])]) from None
         if searcher.fatal is not None:
             raise searcher.fatal
         if not dispatch.exhausted() and not dispatch.stopping:
@@ -116,6 +126,25 @@ class RayExecutor:
             self.private.close()
         elif self.joined:
             ray.shutdown()  # disconnects this driver; the cluster runs on
+
+
+def located(error: OSError, folders: list[Path]) -> OSError:
+    """A full or read-only disk met by Ray or Tune, whose error names no file (pyarrow's writes do
+    not), with the folder of `folders` whose filesystem is full (else the first) as its file name,
+    so that the one line on stderr says where. Other errors are returned as they are."""
+    if not is_storage_failure(error) or error.filename:
+        return error
+    where = folders[0]
+    for folder in folders:
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        try:
+            if existing is not None and os.statvfs(existing).f_bavail == 0:
+                where = folder
+                break
+        except OSError:
+            continue
+    return OSError(error.errno, f"{os.strerror(error.errno)} in the folder Ray writes its logs and state to",
+                   str(where))
 
 
 def _trial_name(trial: Any) -> str:

@@ -24,7 +24,7 @@ def run_serial(plan: Plan, store: Store, dispatch: Dispatch, options: RunOptions
         try:
             for _ in range(options.retries + 1):
                 record = run_trial(trial, protocol, store.root, resources=resources,
-                                   data_root=options.data_root, device=options.device,
+                                   data_root=options.data_root, device=options.device, note=progress.note,
                                    stop=lambda: dispatch.stopping)
                 if record.status == "done":
                     break

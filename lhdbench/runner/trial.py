@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,16 +25,20 @@ from .stop import StopRequested
 def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike, *,
               resources: Resources | None = None, data_root: str | None = None,
               device: str | None = None, on_epoch: EpochCallback | None = None,
+              note: Callable[[str], None] | None = None,
               stop: Callable[[], bool] | None = None) -> TrialRecord:
     """Run (or resume, or return the finished record of) one planned trial and store its record.
 
     Never raises for a failure of the trial itself: the returned record says `failed` with a one-line
     reason. Interrupts propagate and write nothing, so the checkpoint resumes. A full or read-only
     storage (`files.is_storage_failure`) propagates too: it is no trial's failure, and the run stops.
-    `stop` is asked after every epoch checkpoint; once it says yes the trial raises StopRequested there
-    (logged as a `stopped` event, no record), and the next run resumes it from that checkpoint."""
+    A trial that resumes from its checkpoint logs a `resume` event and says so through `note` (default:
+    a line on stderr). `stop` is asked after every epoch checkpoint; once it says yes the trial raises
+    StopRequested there (logged as a `stopped` event, no record), and the next run resumes it from that
+    checkpoint."""
     import torch
 
+    from ..checkpoint import resume_listener
     from ..protocol import protocol_from_dict
 
     resources = resources or Resources()
@@ -51,8 +56,17 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         store.log_event(trial.trial_id, {"event": "start", "attempt": attempt, "time": started, **who})
         on_epoch = _stopping_after_checkpoints(on_epoch, stop)
+
+        def resumed(path: Any, epochs_done: int) -> None:
+            store.log_event(trial.trial_id, {"event": "resume", "attempt": attempt, "time": time.time(),
+                                             "epochs_done": epochs_done, **who})
+            (note or _to_stderr)(f"lhdbench: trial {trial.trial_id} resumed from its checkpoint after "
+                                 f"{epochs_done} epoch(s)")
+
+        listening = resume_listener.set(resumed)
         try:
             parsed = protocol_from_dict(protocol, name=protocol["name"])
+            _check_unchanged(trial, parsed)
             try:
                 record = _run_phase(trial, parsed, store, data_root, device, on_epoch)
             except TrialMismatch as mismatch:
@@ -68,7 +82,10 @@ def run_trial(trial: Trial, protocol: dict[str, Any], storage: str | os.PathLike
             if is_storage_failure(error):
                 raise  # the storage, not the trial: the run stops (see the executors)
             record = _failed_record(store, trial, protocol, one_line_reason(error))
+        finally:
+            resume_listener.reset(listening)
         finished = time.time()
+        record = _with_method_code(store, trial, record)
         record = record.stored(trial.to_dict(), attempt, resources,
                                Worker(**who, started_at=started, finished_at=finished))
         store.write_record(record)
@@ -90,6 +107,10 @@ def _stopping_after_checkpoints(on_epoch: EpochCallback | None,
             raise StopRequested(f"stopped on request after epoch {entry.get('epoch')}")
 
     return after_checkpoint
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
@@ -115,9 +136,15 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
         from ..select import GENOTYPE_FILE
         from ..space import Genotype
 
-        _finished(store, trial.selection_trial_id, "selection")
+        selection = _finished(store, trial.selection_trial_id, "selection")
         source = store.trial_dir(trial.selection_trial_id) / GENOTYPE_FILE
-        architecture = Genotype.from_json(source.read_text())
+        if source.is_file() or selection.genotype is None:
+            architecture = Genotype.from_json(source.read_text())
+        else:
+            # The file is gone (a store copied without trial folders): the selection's record holds
+            # the same genotype, validated when it was written.
+            architecture = Genotype.from_dict(selection.genotype)
+            source = store.record_path(trial.selection_trial_id)
     else:
         from ..search import ARCH_FILE
         from ..space.arch_weights import load_arch_weights
@@ -129,6 +156,32 @@ def _run_phase(trial: Trial, protocol: Any, store: Store, data_root: str | None,
                           on_epoch=on_epoch)
 
 
+def _check_unchanged(trial: Trial, protocol: Any) -> None:
+    """A search runs the code and settings its id was planned with: a method file edited while a run
+    goes on would otherwise store results of the new code under the old code's id."""
+    if trial.phase != "search":
+        return
+    from ..plan import trial_id
+    from ..search import search_identity
+
+    label = trial.trial_id.rsplit("-", 1)[0]
+    identity = search_identity(trial.baseline, trial.dataset, trial.seed, protocol)
+    if trial_id(label, identity) != trial.trial_id:
+        raise TrialFailed(f"the code or settings of method {trial.baseline} changed since this run was "
+                          "planned; rerun the command to plan it anew")
+
+
+def _with_method_code(store: Store, trial: Trial, record: TrialRecord) -> TrialRecord:
+    """A selection's or evaluation's record names the method code of the search it builds on."""
+    if trial.phase == "search" or not trial.search_trial_id or record.code is None:
+        return record
+    search = store.read_record(trial.search_trial_id)
+    if search is None or search.code is None:
+        return record
+    return record.update(code={**record.code.model_dump(), "method": search.code.method,
+                               "method_source": search.code.method_source})
+
+
 def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:
     record = store.read_record(trial_id) if trial_id else None
     if record is None or record.status != "done":
@@ -137,8 +190,6 @@ def _finished(store: Store, trial_id: str | None, what: str) -> TrialRecord:
 
 
 def _set_aside_folder(store: Store, trial_id: str, why: Exception) -> None:
-    import sys
-
     from ..checkpoint import CHECKPOINT_NAME
     from ..files import move_aside
 

@@ -64,10 +64,11 @@ def _positive_int(text: str) -> int:
 
 def slurm_command(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..cli import UsageError, _names
+    from ..cli import UsageError, _check_store_methods, _names
     from ..methods import add_plugin_files
     from ..plan import load_suite, make_plan
     from ..preflight import check_fits_datasets
+    from ..runner import RunOptions, check_options, check_run
     from ..store import Store
 
     for dest, why in NOT_IN_A_JOB.items():
@@ -79,13 +80,21 @@ def slurm_command(args: argparse.Namespace) -> int:
         raise UsageError("--max-jobs bounds the chain of --until-done: give both")
     sbatch = parse_sbatch(args.sbatch)
 
+    # The plan and the options as `benchmark` makes and checks them, so that the job's driver cannot
+    # refuse what was submitted.
     add_plugin_files(args.plugin or [])
-    suite = load_suite(args.suite).narrow(
+    suite = load_suite(args.suite)
+    store = Store(args.storage or f"runs/{suite.name}")
+    _check_store_methods(store.root, _names(args.baselines))
+    suite = suite.narrow(
         baselines=_names(args.baselines), datasets=_names(args.datasets), policies=_names(args.policies),
         seeds=args.seeds, preset=args.preset, selections=_names(args.selections))
     plan = make_plan(suite)
     check_fits_datasets(plan)
-    store = Store(args.storage or f"runs/{suite.name}")
+    options = RunOptions(executor="ray", retries=args.retries, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
+                         device=args.device, log_to=tuple(_names(args.log_to) or ()))
+    check_options(options)
     if any(c in str(store.root) for c in '"\n'):
         raise UsageError(f"--storage {store.root}: a store for Slurm cannot have a double quote or a line "
                          "break in its path")
@@ -106,9 +115,7 @@ def slurm_command(args: argparse.Namespace) -> int:
     if shutil.which("sbatch") is None:
         raise UsageError("no Slurm here: sbatch is not on PATH (run this on a login node of the cluster; "
                          "--print shows the job script without submitting)")
-    store.check_usable()
-    store.check_locking()
-    store.read_plan()  # a broken plan.json is an error now, not in the job
+    check_run(store, options)  # the store: a writable folder, file locks, a readable plan.json
     chains = read_chains(store.root)
     check_with_sbatch(script(next_chain(store.root), "TOKEN"))
     note_live_jobs(chains)

@@ -13,14 +13,17 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .arch_weights import SUFFIX as NPZ_SUFFIX
 from .arch_weights import ArchFileError, ArchWeights, load_arch_weights, validation_error
 
 SUFFIX = ".pl"
+ARCH_SUFFIXES = (SUFFIX, NPZ_SUFFIX)  # what `load_any` reads
 # Real files are about 2 kB; anything far larger is not an architecture file.
 MAX_BYTES = 1 << 20
 _FLOAT_DTYPES = {"f2", "f4", "f8", "<f2", "<f4", "<f8"}
@@ -102,3 +105,21 @@ def load_any(path: str | os.PathLike) -> ArchWeights:
     if path.suffix == NPZ_SUFFIX:
         return load_arch_weights(path)
     raise ArchFileError(f"{path}: unknown architecture file type (expected {SUFFIX} or {NPZ_SUFFIX})")
+
+
+def arch_files(paths: Sequence[str]) -> list[Path]:
+    """The architecture files named by `paths` (as `lhdbench arch show` and `arch draw` take them); a
+    directory stands for every one under it."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in ARCH_SUFFIXES and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no architecture files ({' or '.join(ARCH_SUFFIXES)}) under it")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return files
