@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lhdbench.estimate import TEST_IMAGES
 from lhdbench.plan import load_suite, make_plan
+from lhdbench.results.bundle import export_bundle
 from lhdbench.store import Store
 
 COMMAND = ["benchmark", "--suite", "demo"]  # the README's main job, without --storage (added here)
@@ -70,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--keep", default=None, help="keep the store and report here (e.g. results/demo)")
+    parser.add_argument("--keep", default=None, help="keep the store's records and plan, and a bundle of "
+                        "it, here (e.g. results/demo)")
     args = parser.parse_args()
     lhdbench = str(Path(sys.executable).with_name("lhdbench"))
     folder = Path(tempfile.mkdtemp(prefix="lhdbench-demo-"))
@@ -113,6 +115,8 @@ def main() -> None:
         shutil.rmtree(keep / "store" / "records", ignore_errors=True)
         shutil.copytree(storage / "records", keep / "store" / "records")
         shutil.copy2(storage / "plan.json", keep / "store" / "plan.json")
+        # The same results as a bundle, with the searched architectures the store copy leaves out.
+        export_bundle(storage, keep / "demo-bundle.zip")
     shutil.rmtree(folder, ignore_errors=True)
 
 
