@@ -129,10 +129,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
 _SEED_ITEM = re.compile(r"(\d+)(?:-(\d+))?")
 
 
@@ -213,25 +209,11 @@ def _positive_count(text: str) -> int:
 
 
 def benchmark_command(args: argparse.Namespace) -> int:
-    from .methods import add_plugin_files
-    from .plan import load_suite, make_plan
-    from .runner import RunOptions, run_plan
+    from .runner import run_plan
+    from .runner.request import benchmark_request
 
-    add_plugin_files(args.plugin or [])  # before any method lookup, so plugins are registered
-    suite = load_suite(args.suite)
-    storage = Path(args.storage or f"runs/{suite.name}")
-    _check_store_methods(storage, _names(args.baselines))
-    suite = suite.narrow(
-        baselines=_names(args.baselines), datasets=_names(args.datasets),
-        policies=_names(args.policies), seeds=args.seeds, preset=args.preset,
-        selections=_names(args.selections))
-    plan = make_plan(suite)
-    options = RunOptions(executor=args.executor, retries=args.retries, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
-                         address=args.address,
-                         data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-                         device=args.device, log_to=tuple(_names(args.log_to) or ()),
-                         adopt_old_code=args.adopt_old_code)
+    request = benchmark_request(args)
+    suite, plan, storage, options = request.suite, request.plan, request.storage, request.options
     if args.dry_run:
         return _dry_run(plan, storage, args, options)
     if args.gpus is not None:
@@ -264,26 +246,6 @@ def benchmark_command(args: argparse.Namespace) -> int:
               "reasons. Rerunning the same command retries them.", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_store_methods(storage: Path, asked: list[str] | None) -> None:
-    """A store's methods that are not registered now (a plugin file not passed again): an error when
-    asked for by name, else a line saying they are left out of this run; both name the file."""
-    from .methods import method_names
-    from .store import Store, method_sources
-
-    known = set(method_names())
-    sources = method_sources(Store(storage))
-    for name in asked or []:
-        if name not in known and name in sources:
-            raise UsageError(f"unknown baseline {name!r}: the trials of it in {storage} come from "
-                             f"{sources[name]}; pass --plugin with that file")
-    if asked is None:
-        missing = sorted(set(sources) - known)
-        if missing:
-            print(f"lhdbench: {storage} also holds trials of " + ", ".join(
-                f"{name} ({sources[name]})" for name in missing) + ", not loaded now, so not part of this "
-                "run; pass --plugin FILE to include them", file=sys.stderr)
 
 
 def _dry_run(plan, storage: Path, args: argparse.Namespace, options) -> int:

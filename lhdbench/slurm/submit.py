@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from .chain import SLURM_FOLDER, job_states, read_chains, updating
 from .options import parse_sbatch
 
@@ -64,11 +65,9 @@ def _positive_int(text: str) -> int:
 
 def slurm_command(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..cli import UsageError, _check_store_methods, _names
-    from ..methods import add_plugin_files
-    from ..plan import load_suite, make_plan
     from ..preflight import check_fits_datasets
-    from ..runner import RunOptions, check_options, check_run
+    from ..runner import check_options, check_run
+    from ..runner.request import benchmark_request
     from ..store import Store
 
     for dest, why in NOT_IN_A_JOB.items():
@@ -82,18 +81,10 @@ def slurm_command(args: argparse.Namespace) -> int:
 
     # The plan and the options as `benchmark` makes and checks them, so that the job's driver cannot
     # refuse what was submitted.
-    add_plugin_files(args.plugin or [])
-    suite = load_suite(args.suite)
-    store = Store(args.storage or f"runs/{suite.name}")
-    _check_store_methods(store.root, _names(args.baselines))
-    suite = suite.narrow(
-        baselines=_names(args.baselines), datasets=_names(args.datasets), policies=_names(args.policies),
-        seeds=args.seeds, preset=args.preset, selections=_names(args.selections))
-    plan = make_plan(suite)
+    request = benchmark_request(args)
+    suite, plan, options = request.suite, request.plan, request.options
+    store = Store(request.storage)
     check_fits_datasets(plan)
-    options = RunOptions(executor="ray", retries=args.retries, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, gpu_memory_gb=args.gpu_memory,
-                         device=args.device, log_to=tuple(_names(args.log_to) or ()))
     check_options(options)
     if any(c in str(store.root) for c in '"\n'):
         raise UsageError(f"--storage {store.root}: a store for Slurm cannot have a double quote or a line "
@@ -156,8 +147,6 @@ def next_chain(store_root: Path) -> int:
 
 def check_with_sbatch(script: str) -> None:
     """sbatch's own verdict on the options, without submitting (`--test-only`): one line if it refuses."""
-    from ..cli import UsageError
-
     with tempfile.NamedTemporaryFile("w", prefix="lhdbench-slurm-", suffix=".sh") as handle:
         handle.write(script)
         handle.flush()
@@ -178,8 +167,6 @@ def sbatch_error(text: str) -> str:
 
 
 def submit(path: Path) -> str:
-    from ..cli import UsageError
-
     answer = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=120)
     if answer.returncode != 0:
         raise UsageError(f"sbatch refuses the job: {sbatch_error(answer.stderr)}")
