@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lhdbench.estimate import TEST_IMAGES
+from lhdbench.data.specs import test_images
 from lhdbench.plan import load_suite, make_plan
 from lhdbench.results.bundle import export_bundle
 from lhdbench.store import Store
@@ -60,7 +60,7 @@ def per_image(store: Store, plan) -> dict:
             search.setdefault(trial.baseline, []).append(record.wall_time_s / (steps * batch))
         elif trial.phase == "evaluate":
             trained = settings.epochs * 1437
-            tested = sum(1 for h in record.history if "test_acc" in h) * TEST_IMAGES[trial.dataset]
+            tested = sum(1 for h in record.history if "test_acc" in h) * test_images(trial.dataset)
             # A forward-only test image costs about a third of a trained one.
             train.setdefault(trial.policy, []).append(record.wall_time_s / (trained + tested / 3))
     return {"search": {k: statistics.median(v) for k, v in sorted(search.items())},

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from .data.specs import test_images, train_images
 from .plan import Plan, Trial
 from .yamlfile import parse_yaml
 
 # Images per split (torchvision's CIFAR-10/100 and SVHN; the embedded digits set).
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "digits": 1_437, "digits16": 1_437}
-TEST_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "svhn": 26_032, "digits": 360, "digits16": 360}
 MEASURE_BATCH = 256  # the selection's accuracy passes (lhdbench/select.py)
 FORWARD_SHARE = 1 / 3  # a forward pass against a forward and backward
 
@@ -94,7 +93,7 @@ def _search_sizes(trial: Trial, plan: Plan) -> tuple[Any, int, int, int]:
     cls = get_method(trial.baseline)
     settings, _ = resolve_settings(cls, plan.protocol)
     dataset = trial.search_dataset or trial.dataset
-    images = min(TRAIN_IMAGES.get(dataset, 0), settings.max_train_images or math.inf)
+    images = min(train_images(dataset), settings.max_train_images or math.inf)
     if cls.bilevel or trial.phase == "select":  # a selection always splits (lhdbench/select.py)
         weight = math.floor(settings.train_portion * images)
         arch = images - weight
@@ -126,8 +125,8 @@ def _work(trial: Trial, plan: Plan) -> tuple[int, int, int]:
         measured = min(arch, select.measure_images or math.inf)
         return tuning_epochs(select.interval) * int(per_epoch), batch, int(masks * measured)
     settings = protocol.evaluate
-    train = min(TRAIN_IMAGES.get(trial.dataset, 0), settings.max_train_images or math.inf)
-    test = min(TEST_IMAGES.get(trial.dataset, 0), settings.max_test_images or math.inf)
+    train = min(train_images(trial.dataset), settings.max_train_images or math.inf)
+    test = min(test_images(trial.dataset), settings.max_test_images or math.inf)
     per_epoch = min(math.ceil(train / settings.batch_size), settings.steps_per_epoch or math.inf)
     from .evaluate import curve_epochs  # the learning-curve points are test passes too
 
@@ -183,14 +182,14 @@ def network_params(policy: str, num_classes: int, layers: int | None, init_chann
     import torch
 
     from .evaluate import build_network
-    from .memory import _random_weights
+    from .memory import sizing_weights
     from .protocol import EvalSettings
     from .space import discretize, get_policy
 
     rule = get_policy(policy)
     settings = EvalSettings(layers=layers, init_channels=init_channels, auxiliary_weight=0.0)
     with torch.device("meta"):  # shapes only: nothing allocated
-        model = build_network(discretize(_random_weights(0), rule), rule, num_classes, settings)
+        model = build_network(discretize(sizing_weights(0), rule), rule, num_classes, settings)
     return float(sum(p.numel() for p in model.parameters()))
 
 

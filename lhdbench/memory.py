@@ -152,7 +152,8 @@ def step_memory(model, inputs) -> StepMemory:
     return StepMemory(parameter_bytes, sum(saved.values()), input_bytes, max(saved.values(), default=0))
 
 
-def _random_weights(seed: int):
+def sizing_weights(seed: int):
+    """One of the fixed random architectures that networks are sized by (here and in estimate.py)."""
     from .space import ArchWeights
 
     rng = np.random.default_rng(seed)
@@ -190,7 +191,7 @@ def evaluation_step(policy: str, dataset: str, batch_size: int, layers: int | No
                             auxiliary_weight=0.4 if auxiliary else 0.0)
     steps = []
     for seed in range(EVALUATION_ARCHS):
-        genotype = discretize(_random_weights(seed), rule)
+        genotype = discretize(sizing_weights(seed), rule)
         with torch.device("meta"):
             model = build_network(genotype, rule, spec.num_classes, settings).train()
             model.drop_path_prob = 0.2 if drop_path else 0.0
@@ -237,9 +238,9 @@ def search_gb(baseline: str, dataset: str, protocol_json: str) -> float:
 
 
 def _images(dataset: str, cap: int | None, test: bool = False) -> int:
-    from .estimate import TEST_IMAGES, TRAIN_IMAGES
+    from .data.specs import test_images, train_images
 
-    count = (TEST_IMAGES if test else TRAIN_IMAGES).get(dataset, 0)
+    count = (test_images if test else train_images)(dataset)
     return min(count, cap) if cap is not None else count
 
 

@@ -113,6 +113,8 @@ def test_digits_is_a_dataset_choice_with_cifar_code_paths():
 @pytest.mark.parametrize("train, n", [(True, 1437), (False, 360)])
 def test_digits_shape_dtype_classes(train, n):
     data = load_images("digits", train=train)
+    for name in ("digits", "digits16"):  # the counts the cost and memory estimates use
+        assert (DATASETS[name].train_images if train else DATASETS[name].test_images) == len(data)
     assert data.images.shape == (n, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.labels.shape == (n,) and data.labels.dtype == torch.int64
     assert data.images.device.type == "cpu"
@@ -285,6 +287,7 @@ def test_real_dataset_when_present(name, train, n, classes):
         pytest.skip(f"files not present: {error}")
     assert data.images.shape == (n, 3, 32, 32) and data.images.dtype == torch.uint8
     assert data.labels.dtype == torch.int64 and set(data.labels.unique().tolist()) == set(range(classes))
+    assert (DATASETS[name].train_images if train else DATASETS[name].test_images) == n
     assert check_available(name, train=train, download=False) is None
 
 
