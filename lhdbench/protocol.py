@@ -20,7 +20,9 @@ valid; a bad value raises ProtocolError with a one-line message that names its d
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.resources
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -229,6 +231,41 @@ def protocol_from_dict(data: Mapping[str, Any], name: str = "custom") -> Protoco
         sections[key] = cls(**values)
     methods = data.get("methods")
     return Protocol(name=data.get("name", name), methods={} if methods is None else methods, **sections)
+
+
+# The sections that decide a trial's result. `name` is a label; `methods` only shapes the search
+# settings, which a search record holds resolved (and its id hashes).
+PROTOCOL_SECTIONS = ("search", "evaluate", "select", "speed")
+
+
+def protocol_id(protocol: dict[str, Any]) -> str:
+    """16 hex digits naming a protocol's settings, whatever its name: two records with one id ran
+    under the same budgets, optimizers, schedules, data and speed switches."""
+    try:
+        normal = protocol_from_dict(protocol, name=str(protocol.get("name") or "custom")).to_dict()
+    except (ProtocolError, TypeError, ValueError):
+        normal = protocol  # a protocol of another version: its own words
+    sections = {key: normal.get(key) for key in PROTOCOL_SECTIONS}
+    canonical = json.dumps(sections, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The dotted settings in which two protocols differ, as `section.key A vs B`."""
+    def normal(p: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return protocol_from_dict(p, name=str(p.get("name") or "custom")).to_dict()
+        except (ProtocolError, TypeError, ValueError):
+            return p
+
+    left, right = normal(a), normal(b)
+    out = []
+    for section in PROTOCOL_SECTIONS:
+        x, y = left.get(section) or {}, right.get(section) or {}
+        for key in sorted(set(x) | set(y)):
+            if x.get(key) != y.get(key):
+                out.append(f"{section}.{key} {x.get(key)} vs {y.get(key)}")
+    return out
 
 
 def preset_names() -> list[str]:

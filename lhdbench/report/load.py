@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..protocol import protocol_differences, protocol_id
 from ..record import TrialRecord
-from ..results.sources import SourceError, open_source, protocol_differences, protocol_id
+from ..results.sources import SourceError, open_source
 from ..store import current_trials, slot
 from .options import METRICS
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from .sources import Source, SourceError, open_source, protocol_id
+from ..protocol import protocol_id
+from .sources import Source, SourceError, open_source
 
 # The columns of `load`, in order.
 COLUMNS = ("method", "phase", "search_dataset", "eval_dataset", "policy", "selection", "seed", "protocol",

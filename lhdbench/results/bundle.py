@@ -126,7 +126,7 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 def _manifest(records: dict[str, TrialRecord], plan: dict[str, Any], members: dict[str, bytes],
               big: dict[str, Path], checkpoints: bool) -> dict[str, Any]:
     from .. import __version__
-    from .sources import protocol_id
+    from ..protocol import protocol_id
 
     protocols: dict[str, set[str]] = {}
     methods: dict[str, set[str]] = {}
