@@ -20,7 +20,7 @@ from .load import DATASET_SHORT, TRANSFER, condition_name, dataset_order, file_l
 from .tables import COMPARE_DECIMALS, cost_unit
 
 if TYPE_CHECKING:
-    from .build import Report
+    from .summary import Report
 
 NONE = "\u2013"  # shown where a baseline has no cell at all (not part of the suite)
 FLOAT_FORMAT = "%.10g"
