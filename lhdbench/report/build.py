@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..files import atomic_write_bytes
 from . import plots, render
+from .content import best_architecture_name
 from .curves import curve_agreement
 from .load import ReportError, file_label, load_trials, short_condition
 from .options import FORMATS
@@ -95,12 +96,6 @@ def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[st
                 plots.arch_evolution_plot(report.evolution, report.trials.arch_histories, report.order),
                 folder / "arch_evolution", formats)
     return written
-
-
-def best_architecture_name(condition: str) -> str:
-    """`best_arch_cifar10_base`, `best_arch_cifar10_base-pt`, `best_arch_cifar10-to-svhn_base`."""
-    dataset, policy = condition.split("/", 1)
-    return f"best_arch_{file_label(dataset)}_{policy.replace('/', '-')}"
 
 
 def best_architecture_figure(report: Report, best: dict):
