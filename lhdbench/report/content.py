@@ -42,8 +42,6 @@ def _protocol_tex(report: Report) -> str:
     return tex_escape(report.trials.protocol)
 
 
-# -- tables ------------------------------------------------------------------------------------------
-
 def _problems(row: dict) -> list[str]:
     of = row["trials"]
     return [f"{label} {row[key]}/{of}" for key, label in
