@@ -15,8 +15,8 @@ from test_report import make_store, record
 
 from lhdbench.report import build_report, write_report
 from lhdbench.report.load import short_condition
-from lhdbench.report.render import tex_condition
 from lhdbench.report.stats import kendall, kendall_matrix
+from lhdbench.report.text import tex_condition
 from lhdbench.store import Store
 
 NAN = math.nan

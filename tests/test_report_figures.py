@@ -13,7 +13,8 @@ import pytest
 from test_report import FAILED, make_store, record
 
 from lhdbench.report import build_report, plots, write_report
-from lhdbench.report.build import best_architecture_figure, best_architecture_name
+from lhdbench.report.build import best_architecture_figure
+from lhdbench.report.content import best_architecture_name
 from lhdbench.report.tables import evaluations
 from lhdbench.space import POLICIES, ArchWeights, discretize
 from lhdbench.space.layout import PRIMITIVES

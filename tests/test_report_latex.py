@@ -16,7 +16,7 @@ from test_report import FAILED, MISSING, make_store, record
 from test_report_figures import synthetic_store
 
 from lhdbench.report import build_report, write_report
-from lhdbench.report.render import METHOD_NAMES_TEX, tex_condition, tex_escape, tex_hours, tex_method, tex_p
+from lhdbench.report.text import METHOD_NAMES_TEX, tex_condition, tex_escape, tex_hours, tex_method, tex_p
 
 DEMO = Path(__file__).resolve().parents[1] / "results" / "demo"
 ENGINES = ("pdflatex", "lualatex", "tectonic")

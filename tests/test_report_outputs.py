@@ -137,6 +137,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, setup, argv, mes
 @pytest.mark.parametrize("hours,text", [(0.0, "0"), (4e-6, "<0.001"), (0.0123456, "0.0123"), (2.5, "2.50"),
                                         (37.51, "37.5"), (1234.5, "1234")])
 def test_hours_keep_three_significant_figures(hours, text):
-    from lhdbench.report.render import hours_text
+    from lhdbench.report.text import hours_text
 
     assert hours_text(hours) == text

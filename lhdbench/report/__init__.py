@@ -22,10 +22,14 @@ __all__ = ["FORMATS", "METRICS", "Report", "ReportError", "build_report", "write
 
 def __getattr__(name: str) -> Any:
     # pandas, scipy and matplotlib load only when a report is built, not when the CLI parses arguments.
-    if name in ("Report", "build_report", "write_report"):
+    if name in ("build_report", "write_report"):
         from . import build
 
         return getattr(build, name)
+    if name == "Report":
+        from .summary import Report
+
+        return Report
     if name == "ReportError":
         from .load import ReportError
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from ..files import atomic_write_bytes
 from . import plots, render
-from .curves import CURVE_COLUMNS, curve_agreement
-from .load import ReportError, Trials, file_label, load_trials, short_condition
+from .content import best_architecture_name
+from .curves import curve_agreement
+from .load import ReportError, file_label, load_trials, short_condition
 from .options import FORMATS
 from .ranks import condition_ranks, leaderboard
-from .stats import ALPHA, Friedman, discernibility, friedman, kendall, kendall_matrix, transfer
+from .stats import ALPHA, discernibility, friedman, kendall, kendall_matrix, transfer
+from .summary import Report
 from .tables import (
     accuracy_matrix,
     baselines,
@@ -27,55 +26,6 @@ from .tables import (
     representative_searches,
     result_costs,
 )
-
-
-@dataclass(frozen=True)
-class Report:
-    trials: Trials
-    baselines: list[str]
-    conditions: list[str]
-    cells: pd.DataFrame          # tables.CELL_COLUMNS, one row per (baseline, condition)
-    matrix: pd.DataFrame         # mean accuracy, baselines x conditions
-    ranks: pd.DataFrame          # rank per condition, baselines x conditions
-    board: pd.DataFrame          # leaderboard order with average ranks
-    friedman: Friedman
-    kendall: pd.DataFrame        # one row per pair of conditions
-    kendall_matrix: pd.DataFrame
-    transfer: pd.DataFrame       # stats.TRANSFER_COLUMNS, one row per transfer condition
-    discernibility: pd.DataFrame
-    cost: pd.DataFrame
-    best: pd.DataFrame           # tables.BEST_COLUMNS, the best evaluation per condition
-    result_costs: pd.DataFrame   # tables.RESULT_COST_COLUMNS, hours per result of every cell
-    evolution: list[dict]        # the search per baseline whose arch history is plotted
-    # curves.CURVE_COLUMNS, one row per (condition, learning-curve fraction); empty without curve points
-    curve: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CURVE_COLUMNS)))
-
-    @property
-    def order(self) -> list[str]:
-        """Baselines in leaderboard order."""
-        return list(self.board.index)
-
-    @property
-    def datasets(self) -> dict[str, list[str]]:
-        """Each dataset's policies, both in condition order."""
-        policies: dict[str, list[str]] = {}
-        for condition in self.conditions:
-            dataset, policy = condition.split("/", 1)
-            policies.setdefault(dataset, []).append(policy)
-        return policies
-
-    @property
-    def metric_label(self) -> str:
-        if self.trials.metric == "final":
-            return "final-epoch test accuracy"
-        epochs = sorted({int(e) for e in self.trials.frame["best_after_epoch"].dropna()})
-        after = "/".join(str(e) for e in epochs) or "best_after_epoch"
-        return f"best test accuracy after epoch {after} (the paper's metric)"
-
-    @property
-    def metric_short(self) -> str:
-        """The metric in a few words, for axis labels."""
-        return self.metric_label.split(" (")[0].replace("test accuracy", "accuracy")
 
 
 def build_report(storage: str | os.PathLike, metric: str = "final", protocol: str | None = None,
@@ -146,12 +96,6 @@ def write_plots(report: Report, folder: Path, formats: Sequence[str]) -> dict[st
                 plots.arch_evolution_plot(report.evolution, report.trials.arch_histories, report.order),
                 folder / "arch_evolution", formats)
     return written
-
-
-def best_architecture_name(condition: str) -> str:
-    """`best_arch_cifar10_base`, `best_arch_cifar10_base-pt`, `best_arch_cifar10-to-svhn_base`."""
-    dataset, policy = condition.split("/", 1)
-    return f"best_arch_{file_label(dataset)}_{policy.replace('/', '-')}"
 
 
 def best_architecture_figure(report: Report, best: dict):

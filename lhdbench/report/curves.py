@@ -14,6 +14,7 @@ from scipy import stats
 
 from .load import Trials, condition_name, short_condition
 from .tables import COMPARE_DECIMALS, evaluations
+from .text import NONE, Cell, Table, md_table
 
 CURVE_COLUMNS = ("condition", "fraction", "epochs_trained", "baselines", "tau")
 
@@ -65,8 +66,6 @@ def curve_section(curve: pd.DataFrame, metric_label: str) -> list[str]:
     """The Markdown section: conditions as rows, fractions as columns; nothing without curve points."""
     if curve.empty:
         return []
-    from .render import NONE, Cell, Table, md_table
-
     fractions = sorted(set(curve["fraction"]), key=Fraction)
     epochs = {f: "/".join(str(e) for e in sorted({int(x) for v in curve.loc[curve["fraction"] == f,
                                                                            "epochs_trained"]

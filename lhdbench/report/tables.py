@@ -1,5 +1,5 @@
 """Per-condition cells (accuracy over seeds, counts, parameters, cost) and the search/evaluation cost
-per baseline and dataset, as plain numeric DataFrames; formatting is render.py's job."""
+per baseline and dataset, as plain numeric DataFrames; formatting is text.py's and content.py's job."""
 
 from __future__ import annotations
 
