@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lhdbench.data.specs import test_images
+from lhdbench.data.specs import test_images, train_images
 from lhdbench.plan import load_suite, make_plan
 from lhdbench.results.bundle import export_bundle
 from lhdbench.store import Store
@@ -53,13 +53,13 @@ def per_image(store: Store, plan) -> dict:
             continue
         if trial.phase == "search":
             bilevel = record.arch_half_acc is not None
-            images = min(1437, record.settings["max_train_images"] or 1437)  # digits16's training set
+            images = min(train_images(trial.dataset), record.settings["max_train_images"] or math.inf)
             images = images // 2 if bilevel else images  # split for bilevel methods
             batch = min(record.settings["batch_size"], images)
             steps = record.epochs * math.ceil(images / batch)
             search.setdefault(trial.baseline, []).append(record.wall_time_s / (steps * batch))
         elif trial.phase == "evaluate":
-            trained = settings.epochs * 1437
+            trained = settings.epochs * train_images(trial.dataset)
             tested = sum(1 for h in record.history if "test_acc" in h) * test_images(trial.dataset)
             # A forward-only test image costs about a third of a trained one.
             train.setdefault(trial.policy, []).append(record.wall_time_s / (trained + tested / 3))

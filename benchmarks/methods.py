@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from lhdbench import engine
+from lhdbench.data.specs import train_images
 from lhdbench.environment import environment
 from lhdbench.methods import SearchContext, get_method, method_names, resolve_settings
 from lhdbench.protocol import load_protocol
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from result_file import ResultFile  # noqa: E402
 from throughput import stream, sync, timed  # noqa: E402
 
-CIFAR10_TRAIN = 50_000
+CIFAR10_TRAIN = train_images("cifar10")
 
 
 def measure(name: str, device: torch.device, steps: int, warmup: int, cpu_batch: int | None,

@@ -18,7 +18,6 @@ from .data.specs import test_images, train_images
 from .plan import Plan, Trial
 from .yamlfile import parse_yaml
 
-# Images per split (torchvision's CIFAR-10/100 and SVHN; the embedded digits set).
 MEASURE_BATCH = 256  # the selection's accuracy passes (lhdbench/select.py)
 FORWARD_SHARE = 1 / 3  # a forward pass against a forward and backward
 
